@@ -1,0 +1,38 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both set themselves up.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-quick lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## demo: generate Sentinel-2 SAFE scenes, compute NDVI on local cores, write quicklooks
+demo: $(STAMP)
+	$(PY) -m tilewise.demo --out demo-output
+
+## test: lint, type-check and the whole test suite (what CI runs)
+test: $(STAMP) lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-quick: everything but the tests marked slow
+test-quick: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+## bench: performance comparisons against peer tools (not part of make test)
+bench: $(STAMP)
+	$(PY) bench/ndvi_bench.py
+
+clean:
+	rm -rf demo-output bench/work .pytest_cache .mypy_cache .ruff_cache

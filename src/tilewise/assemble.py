@@ -1,0 +1,119 @@
+"""Turning finished tiles into what the user asked for: one Cloud-Optimized GeoTIFF per output.
+
+The tiles are mosaicked through a VRT (no pixel copy) and GDAL's COG driver
+encodes the result with overviews, using several threads for compression. The
+COG is written under a hidden temporary name and renamed into place, so the
+output path never holds a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from tilewise.grid import Grid, Window
+from tilewise.rasterfile import copy_raster, fsync_dir
+
+GDAL_TYPES = {
+    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+    "int32": "Int32", "float32": "Float32", "float64": "Float64",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AssembleTask:
+    """Everything needed to build one output from its tiles (picklable)."""
+
+    key: str
+    item: int
+    output: str
+    grid: Grid
+    dtype: str
+    nodata: float
+    band_names: tuple[str, ...]
+    tiles: tuple[tuple[str, Window], ...]
+    creation_options: dict[str, str] = field(default_factory=dict)
+
+
+def cog_options(compress: str, level: int | None, predictor: int | None, overviews: bool, dtype: str,
+                extra: dict[str, str], threads: int) -> dict[str, str]:  # fmt: skip
+    """Creation options for GDAL's COG driver from tilewise's output options.
+
+    ZSTD defaults to level 1 (fast, about DEFLATE's size with a predictor); a
+    predictor is on by default (floating-point for floats, horizontal for ints).
+    """
+    opts = {"BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER", "NUM_THREADS": str(max(1, threads)),
+            "OVERVIEWS": "AUTO" if overviews else "NONE", "RESAMPLING": "AVERAGE"}  # fmt: skip
+    opts["COMPRESS"] = "NONE" if compress == "none" else compress.upper()
+    if compress == "zstd":
+        opts["LEVEL"] = str(level if level is not None else 1)
+    elif level is not None and compress == "deflate":
+        opts["LEVEL"] = str(level)
+    if compress in ("zstd", "deflate", "lzw"):
+        if predictor is None:
+            opts["PREDICTOR"] = "YES"
+        else:
+            opts["PREDICTOR"] = {1: "NO", 2: "STANDARD", 3: "FLOATING_POINT"}.get(predictor, str(predictor))
+        if opts["PREDICTOR"] == "FLOATING_POINT" and np.dtype(dtype).kind != "f":
+            opts["PREDICTOR"] = "STANDARD"
+    opts.update({k.upper(): v for k, v in extra.items()})
+    return opts
+
+
+def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], tiles: Sequence[tuple[str, Window]]) -> str:
+    """Return a VRT document placing each tile file at its window of ``grid``."""
+    gdt = GDAL_TYPES[dtype]
+    t = grid.transform
+    lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">']
+    if grid.crs:
+        lines.append(f"  <SRS>{escape(grid.crs)}</SRS>")
+    lines.append(f"  <GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>")
+    nd = "nan" if np.isnan(nodata) else repr(nodata)
+    for b, name in enumerate(band_names, start=1):
+        lines.append(f'  <VRTRasterBand dataType="{gdt}" band="{b}">')
+        lines.append(f"    <NoDataValue>{nd}</NoDataValue>")
+        lines.append(f"    <Description>{escape(name)}</Description>")
+        for path, w in tiles:
+            lines.append(
+                f'    <SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>{b}</SourceBand>'
+                f'<SourceProperties RasterXSize="{w.width}" RasterYSize="{w.height}" DataType="{gdt}" BlockXSize="{w.width}" BlockYSize="1"/>'
+                f'<SrcRect xOff="0" yOff="0" xSize="{w.width}" ySize="{w.height}"/>'
+                f'<DstRect xOff="{w.col_off}" yOff="{w.row_off}" xSize="{w.width}" ySize="{w.height}"/></SimpleSource>'
+            )
+        lines.append("  </VRTRasterBand>")
+    lines.append("</VRTDataset>")
+    return "\n".join(lines) + "\n"
+
+
+def run_assemble(task: AssembleTask) -> dict[str, Any]:
+    """Build one output COG from its tiles, atomically.
+
+    Returns
+    -------
+    dict
+        The manifest record of the output: key, path, size and seconds taken.
+    """
+    t0 = time.perf_counter()
+    out = Path(task.output)
+    vrt = out.with_name(f".{out.name}.{os.getpid()}.tiles.vrt")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    try:
+        vrt.write_text(vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles), encoding="utf-8")
+        copy_raster(vrt, tmp, "COG", **task.creation_options)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        for p in (vrt, tmp):
+            if p.exists():
+                p.unlink()
+    return {"kind": "output", "key": task.key, "item": task.item, "path": str(out), "size": out.stat().st_size,
+            "mtime_ns": out.stat().st_mtime_ns, "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip

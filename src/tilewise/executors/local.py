@@ -1,0 +1,127 @@
+"""Local executors: serial (the reference), threads, and processes (the default)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from tilewise.executors.base import WorkerLostError
+
+
+class SerialExecutor:
+    """Runs every unit in this process, in order: the reference executor."""
+
+    name = "serial"
+    workers = 1
+
+    def map_unordered(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        for i, unit in enumerate(units):
+            try:
+                yield i, fn(unit)
+            except Exception as exc:
+                yield i, exc
+
+    def close(self) -> None:
+        pass
+
+
+class _PoolExecutor:
+    """Shared logic: keep a bounded number of units in flight, yield as they finish."""
+
+    name = "pool"
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: cf.Executor | None = None
+
+    def _make_pool(self) -> cf.Executor:
+        raise NotImplementedError
+
+    def map_unordered(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        # Submitting lazily keeps memory flat for millions of units.
+        pending: dict[cf.Future[Any], int] = {}
+        todo = iter(range(len(units)))
+        in_flight = 2 * self.workers
+        if self._pool is None:
+            self._pool = self._make_pool()
+
+        def top_up() -> None:
+            while len(pending) < in_flight:
+                i = next(todo, None)
+                if i is None:
+                    return
+                assert self._pool is not None
+                try:
+                    pending[self._pool.submit(fn, units[i])] = i
+                except BrokenProcessPool:
+                    self._restart()
+                    pending[self._pool.submit(fn, units[i])] = i
+
+        top_up()
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                i = pending.pop(fut)
+                try:
+                    yield i, fut.result()
+                except BrokenProcessPool:
+                    broken = True
+                    yield i, WorkerLostError("a worker process died while running this task (killed or out of memory)")
+                except Exception as exc:
+                    yield i, exc
+            if broken:
+                # Every other unit in flight died with the pool: report them too, then start afresh.
+                for fut, i in list(pending.items()):
+                    pending.pop(fut)
+                    yield i, WorkerLostError("a worker process died while this task was in flight")
+                self._restart()
+            top_up()
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._make_pool()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def terminate(self) -> None:
+        """Stop at once (Ctrl-C): cancel queued work and kill worker processes."""
+        pool = self._pool
+        self._pool = None
+        if pool is None:
+            return
+        procs = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            p.kill()
+
+
+class ThreadExecutor(_PoolExecutor):
+    """Threads in this process: GDAL decoding and numpy release the GIL."""
+
+    name = "threads"
+
+    def _make_pool(self) -> cf.Executor:
+        return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="tilewise")
+
+
+class ProcessExecutor(_PoolExecutor):
+    """Worker processes on this machine (the default executor).
+
+    Uses the ``forkserver`` start method: workers are forked from a clean server
+    process, never from a parent that holds threads or open GDAL datasets.
+    """
+
+    name = "processes"
+
+    def _make_pool(self) -> cf.Executor:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["tilewise.task", "tilewise.assemble"])
+        return cf.ProcessPoolExecutor(self.workers, mp_context=ctx)

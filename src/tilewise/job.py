@@ -1,0 +1,239 @@
+"""The validated request (:class:`Job`) and its resolution into a :class:`Plan`.
+
+A Job is what the user asked for, whether from CLI flags or a job file; it is
+saved in the work directory with a fingerprint. A Plan is the Job resolved
+against the files: bands checked, grids compared, tiles cut, outputs named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tilewise.errors import ExpressionError, UsageError
+from tilewise.grid import Grid
+from tilewise.ops.pixel import ExpressionOp
+from tilewise.sources.raster import BandRef, align_bands, resolve_band
+from tilewise.sources.safe import is_safe, read_safe
+from tilewise.tiling import Tiling, choose_tile_shape
+
+JOB_VERSION = 1
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Model):
+    """One named input band: a path (raster or .SAFE folder) and which band of it."""
+
+    name: str
+    path: str
+    band: int | str | None = None
+    scale: float | None = None
+    offset: float | None = None
+
+
+class ItemSpec(_Model):
+    """One output and the inputs it is computed from."""
+
+    inputs: tuple[InputSpec, ...]
+    output: str
+
+
+class OutputOptions(_Model):
+    """How outputs are encoded."""
+
+    dtype: str = "float32"
+    nodata: float | None = None
+    compress: str = "zstd"
+    level: int | None = None
+    predictor: int | None = None
+    creation_options: dict[str, str] = Field(default_factory=dict)
+    overviews: bool = True
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown dtype {v!r}; use one of {', '.join(DTYPES)}")
+        return v
+
+    @field_validator("compress")
+    @classmethod
+    def _compress(cls, v: str) -> str:
+        v = v.lower()
+        if v not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {v!r}; use one of {', '.join(COMPRESSIONS)}")
+        return v
+
+
+class ExecutorOptions(_Model):
+    """Where tasks run; not part of the fingerprint (moving a job does not change it)."""
+
+    name: str = "processes"
+    workers: int | None = None
+    retries: int = Field(default=2, ge=0, le=20)
+
+
+class Job(_Model):
+    """A validated request: op, items (inputs → output), output options, tiling, executor."""
+
+    version: Literal[1] = 1
+    command: str
+    expression: str
+    band_name: str
+    items: tuple[ItemSpec, ...]
+    output: OutputOptions = OutputOptions()
+    tile_size: int | None = None
+    align: str | None = None
+    executor: ExecutorOptions = ExecutorOptions()
+    output_root: str
+    batch: bool = False
+    keep_tiles: bool = False
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        """The parts of the job that decide output bytes."""
+        return self.model_dump(mode="json", exclude={"executor", "keep_tiles"})
+
+    @property
+    def workdir(self) -> Path:
+        """The work directory: ``OUTDIR/.tilewise`` for batches, ``.OUT.tif.tilewise`` beside a single output."""
+        root = Path(self.output_root)
+        return root / ".tilewise" if self.batch else root.parent / f".{root.name}.tilewise"
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise UsageError(f"invalid job description: {_first_error(exc)}", "check the job file against docs/jobs.md") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where}: {err.get('msg', '')}" if where else str(err.get("msg", ""))
+
+
+def build_job(**kwargs: Any) -> Job:
+    """Build a :class:`Job`, turning validation errors into one-line :class:`UsageError` s."""
+    try:
+        return Job(**kwargs)
+    except ValidationError as exc:
+        raise UsageError(f"invalid job: {_first_error(exc)}") from None
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class ItemPlan:
+    """One output resolved: its bands, grid and tiles."""
+
+    index: int
+    output: Path
+    refs: dict[str, BandRef]
+    grid: Grid
+    tiling: Tiling
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A Job resolved against the files."""
+
+    job: Job
+    op: ExpressionOp
+    items: tuple[ItemPlan, ...]
+    work_dtype: str
+    nodata: float
+    fingerprint: str
+
+    @property
+    def n_tiles(self) -> int:
+        return sum(len(it.tiling) for it in self.items)
+
+
+def resolve_input(spec: InputSpec) -> BandRef:
+    """Resolve one input spec: a Sentinel-2 SAFE band or a band of any GDAL raster."""
+    if is_safe(spec.path):
+        product = read_safe(spec.path)
+        band = spec.band if isinstance(spec.band, str) else None
+        if band is None:
+            raise UsageError(f"input {spec.name} is a SAFE folder; name its band (e.g. B04), not {spec.band!r}")
+        sb = product.band(band.upper())
+        ref = resolve_band(sb.path, 1, spec.name)
+        from dataclasses import replace
+
+        ref = replace(ref, scale=sb.scale, offset=sb.offset, nodata=sb.nodata, use_mask=False,
+                      label=f"{spec.name} ({product.name} {sb.name})")  # fmt: skip
+    else:
+        ref = resolve_band(spec.path, spec.band, spec.name)
+    return ref.with_scaling(spec.scale, spec.offset)
+
+
+def default_nodata(dtype: str, refs: dict[str, BandRef]) -> float:
+    """The output nodata when the user gives none.
+
+    Float outputs use NaN. Integer outputs keep the inputs' common nodata when it
+    fits the type, else the type's maximum (GDAL/gdal_calc convention).
+    """
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return float("nan")
+    vals = {r.nodata for r in refs.values() if r.nodata is not None}
+    info = np.iinfo(dt)
+    if len(vals) == 1:
+        v = vals.pop()
+        if float(v).is_integer() and info.min <= v <= info.max:
+            return float(v)
+    return float(info.max)
+
+
+def plan_job(job: Job) -> Plan:
+    """Resolve every input of ``job``, check grids and names, cut tiles."""
+    op = ExpressionOp(job.expression, name=job.command, band_name=job.band_name)
+    work_dtype = "float64" if job.output.dtype == "float64" else "float32"
+    items: list[ItemPlan] = []
+    identities: list[Any] = []
+    nodata: float | None = job.output.nodata
+    for i, item in enumerate(job.items):
+        names = [s.name for s in item.inputs]
+        op.parsed.check_names(names)
+        refs = {s.name: resolve_input(s) for s in item.inputs if s.name in op.parsed.names}
+        if not refs:
+            raise ExpressionError(f"expression {job.expression!r} reads none of the inputs ({', '.join(names)})")
+        refs = align_bands(refs, job.align)
+        grid = next(iter(refs.values())).out_grid
+        th, tw = choose_tile_shape(grid, job.tile_size, [r.block_shape for r in refs.values() if r.warp_to is None])
+        tiling = Tiling.for_grid(grid, th, tw, halo=op.halo)
+        items.append(ItemPlan(i, Path(item.output), refs, grid, tiling))
+        identities.append({n: [r.path, r.band, list(r.identity)] for n, r in refs.items()})
+        if nodata is None and i == 0:
+            nodata = default_nodata(job.output.dtype, refs)
+    assert nodata is not None
+    _check_nodata_fits(nodata, job.output.dtype)
+    payload = {"job": job.fingerprint_payload(), "inputs": identities, "tile_shapes": [[it.tiling.tile_height, it.tiling.tile_width] for it in items]}
+    fp = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return Plan(job, op, tuple(items), work_dtype, nodata, fp)
+
+
+def _check_nodata_fits(nodata: float, dtype: str) -> None:
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        info = np.iinfo(dt)
+        if np.isnan(nodata) or not float(nodata).is_integer() or not info.min <= nodata <= info.max:
+            raise UsageError(
+                f"--nodata {nodata} does not fit the output type {dtype} ({info.min}..{info.max})", "choose a nodata value in range or another --dtype"
+            )

@@ -1,0 +1,1 @@
+"""Operations: arrays in, arrays out. Ops never open files."""

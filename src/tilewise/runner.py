@@ -1,0 +1,386 @@
+"""The run: plan, skip what the manifest says is done, run tiles, assemble, record.
+
+The runner is the only coordinator: it owns the work directory's lock and the
+manifest, hands picklable work units to an executor, retries failures, and
+reports progress through a callback (the library never prints).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tilewise.assemble import AssembleTask, cog_options, run_assemble
+from tilewise.errors import OutputError, RunFailedError
+from tilewise.executors import Executor, get_executor
+from tilewise.job import Job, Plan, plan_job
+from tilewise.manifest import Manifest, WorkLock, write_json_atomic
+from tilewise.task import Task, run_batch
+
+# A work unit should carry at least this many pixels, so per-unit overhead stays small.
+MIN_UNIT_PIXELS = 1 << 20
+
+
+@dataclass
+class Event:
+    """A progress report: ``kind`` is start, tile, retry, failed, assemble, output or done."""
+
+    kind: str
+    done: int
+    total: int
+    message: str = ""
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    outputs: list[str]
+    tiles_total: int
+    tiles_run: int
+    tiles_skipped: int
+    failed: dict[str, str]
+    pixels: int
+    valid: int
+    minimum: float | None
+    maximum: float | None
+    mean: float | None
+    wall_s: float
+    read_s: float = 0.0
+    compute_s: float = 0.0
+    write_s: float = 0.0
+    assemble_s: float = 0.0
+    workdir: str = ""
+    already_complete: bool = False
+    executor: str = ""
+    workers: int = 0
+    per_output: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[Event], None]
+
+
+def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None) -> RunSummary:
+    """Run ``job`` to completion, resuming from its work directory when possible.
+
+    Parameters
+    ----------
+    job
+        The validated job.
+    overwrite
+        Replace existing outputs and discard an unfinished run of a different job.
+    progress
+        Called with an :class:`Event` after each finished unit.
+    executor
+        An executor to use instead of the one the job names.
+
+    Raises
+    ------
+    OutputError
+        Outputs exist (without ``overwrite``), the directory is unwritable, or
+        another run holds the lock.
+    RunFailedError
+        Some tiles failed after their retries; the others finished.
+    """
+    t0 = time.perf_counter()
+    emit = progress or (lambda e: None)
+    plan = plan_job(job)
+    _check_output_paths(job, plan)
+    workdir = job.workdir
+    lock = WorkLock(workdir, job.output_root)
+    lock.acquire()
+    manifest = Manifest(workdir)
+    own_executor = executor is None
+    try:
+        done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
+        summary = _run(job, plan, workdir, manifest, done, executor, emit)
+    finally:
+        manifest.close()
+        lock.release()
+        if own_executor and executor is not None:
+            executor.close()
+    summary.wall_s = time.perf_counter() - t0
+    summary.workdir = str(workdir)
+    if summary.failed:
+        first = sorted(summary.failed.items())[0]
+        raise RunFailedError(
+            f"{len(summary.failed)} of {summary.tiles_total} tiles failed (first: {first[0]}: {first[1]})",
+            f"see 'tilewise status {job.output_root}'; rerun the same command to retry them",
+        )
+    return summary
+
+
+def _check_output_paths(job: Job, plan: Plan) -> None:
+    root = Path(job.output_root)
+    if job.batch:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {str(root)!r} ({exc.strerror})", "choose a writable location") from None
+    parents = {Path(it.output).parent for it in plan.items} | {job.workdir.parent}
+    for parent in parents:
+        if not parent.is_dir():
+            raise OutputError(f"output directory {str(parent)!r} does not exist", "create it first or choose another -o path")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise OutputError(f"output directory {str(parent)!r} is not writable", "choose a writable location with -o")
+    seen: dict[str, int] = {}
+    for it in plan.items:
+        key = str(it.output.resolve())
+        if key in seen:
+            raise OutputError(f"inputs {seen[key] + 1} and {it.index + 1} would both write {str(it.output)!r}", "give the inputs different names")
+        seen[key] = it.index
+        if it.output.is_dir():
+            raise OutputError(f"output {str(it.output)!r} is a directory", "for many inputs end -o with a slash: -o OUTDIR/")
+
+
+def _prepare_workdir(job: Job, plan: Plan, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
+    """Decide what is already done; refuse a changed job or existing outputs unless ``overwrite``."""
+    job_file = workdir / "job.json"
+    state: dict[str, dict[str, Any]] = {}
+    if job_file.exists():
+        import json
+
+        try:
+            saved = json.loads(job_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        same = saved.get("fingerprint") == plan.fingerprint
+        if overwrite or not same:
+            finished = _all_outputs_recorded(saved.get("outputs", []), manifest)
+            if not overwrite and not finished:
+                raise OutputError(
+                    f"{job.output_root!r} has an unfinished run of a different job (fingerprint {saved.get('fingerprint')}, now {plan.fingerprint})",
+                    "rerun the original command to resume it, or pass --overwrite to start over",
+                )
+            _clear_workdir(workdir)
+        else:
+            state = manifest.latest()
+    if not overwrite:
+        for it in plan.items:
+            rec = state.get(_out_key(it.index))
+            if it.output.exists() and not _output_done(rec, it.output):
+                raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
+    write_json_atomic(job_file, {"fingerprint": plan.fingerprint, "job": job.model_dump(mode="json"),
+                                 "outputs": [str(it.output) for it in plan.items], "tiles": plan.n_tiles})  # fmt: skip
+    _remove_stale_temporaries(plan, workdir)
+    return state
+
+
+def _all_outputs_recorded(outputs: Sequence[str], manifest: Manifest) -> bool:
+    recs = manifest.latest()
+    return bool(outputs) and all(_output_done(recs.get(_out_key(i)), Path(p)) for i, p in enumerate(outputs))
+
+
+def _clear_workdir(workdir: Path) -> None:
+    for name in ("manifest", "tiles"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    (workdir / "job.json").unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(plan: Plan, workdir: Path) -> None:
+    # Leftovers of a killed run: only our own hidden names, never user files.
+    tiles = workdir / "tiles"
+    if tiles.is_dir():
+        for p in tiles.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
+    for it in plan.items:
+        for p in it.output.parent.glob(f".{it.output.name}.*"):
+            if p.name.endswith((".partial", ".tiles.vrt", ".tmp", ".ovr.tmp")):
+                p.unlink(missing_ok=True)
+
+
+def _out_key(item: int) -> str:
+    return f"{item}/output"
+
+
+def _output_done(rec: dict[str, Any] | None, path: Path) -> bool:
+    if not rec or rec.get("kind") != "output" or not path.exists():
+        return False
+    st = path.stat()
+    return bool(rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns)
+
+
+def _tile_done(rec: dict[str, Any] | None) -> bool:
+    if not rec or rec.get("kind") != "tile":
+        return False
+    try:
+        return bool(os.path.getsize(rec["path"]) == rec["size"])
+    except OSError:
+        return False
+
+
+def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
+    tasks = []
+    for it in plan.items:
+        for tile in it.tiling:
+            tasks.append(Task(
+                key=f"{it.index}/{tile.key}", item=it.index, tile=tile, refs=it.refs, op=plan.op,
+                work_dtype=plan.work_dtype, out_dtype=plan.job.output.dtype, nodata=plan.nodata,
+                tile_path=str(workdir / "tiles" / str(it.index) / f"{tile.key}.tif"),
+                pixels=tile.core.height * tile.core.width,
+            ))  # fmt: skip
+    # Interleave outputs so every worker starts on different files.
+    tasks.sort(key=lambda t: (t.tile.key, t.item))
+    return tasks
+
+
+def _units(tasks: list[Task], workers: int) -> list[tuple[Task, ...]]:
+    """Group small tasks so each unit carries about MIN_UNIT_PIXELS, keeping >= 4 units per worker."""
+    if not tasks:
+        return []
+    cap = max(1, math.ceil(len(tasks) / (4 * workers)))
+    units: list[tuple[Task, ...]] = []
+    cur: list[Task] = []
+    px = 0
+    for t in tasks:
+        cur.append(t)
+        px += t.pixels
+        if px >= MIN_UNIT_PIXELS or len(cur) >= cap:
+            units.append(tuple(cur))
+            cur, px = [], 0
+    if cur:
+        units.append(tuple(cur))
+    return units
+
+
+def _guarded_batch(unit: tuple[Task, ...]) -> list[dict[str, Any]]:
+    """Run a unit, turning each task's exception into an error record so batch-mates still finish."""
+    out = []
+    for t in unit:
+        try:
+            out.extend(run_batch((t,)))
+        except Exception as exc:
+            out.append({"kind": "error", "key": t.key, "error": f"{type(exc).__name__}: {exc}"})
+    return out
+
+
+def _guarded_assemble(task: AssembleTask) -> dict[str, Any]:
+    return run_assemble(task)
+
+
+def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
+         executor: Executor | None, emit: ProgressFn) -> RunSummary:  # fmt: skip
+    all_tasks = _make_tasks(plan, workdir)
+    items_done = {it.index for it in plan.items if _output_done(state.get(_out_key(it.index)), it.output)}
+    todo = [t for t in all_tasks if t.item not in items_done and not _tile_done(state.get(t.key))]
+    total = len(all_tasks)
+    done_count = total - len(todo)
+    records = {k: v for k, v in state.items() if v.get("kind") == "tile" and (k.split("/")[0].isdigit())}
+    failed: dict[str, str] = {}
+    summary = RunSummary(outputs=[str(it.output) for it in plan.items], tiles_total=total, tiles_run=0,
+                         tiles_skipped=done_count, failed=failed, pixels=0, valid=0, minimum=None, maximum=None, mean=None,
+                         wall_s=0.0)  # fmt: skip
+    if len(items_done) == len(plan.items):
+        summary.already_complete = True
+        _fill_stats(summary, plan, records)
+        emit(Event("done", total, total, "already complete"))
+        return summary
+    if executor is None:
+        executor = get_executor(job.executor.name, job.executor.workers)
+    summary.executor, summary.workers = executor.name, executor.workers
+    emit(Event("start", done_count, total, f"{len(todo)} of {total} tiles to run on {executor.workers} {executor.name} worker(s)"))
+    attempts: dict[str, int] = {}
+    queue = todo
+    try:
+        while queue:
+            units = _units(queue, executor.workers)
+            retry: list[Task] = []
+            by_key = {t.key: t for t in queue}
+            for idx, result in executor.map_unordered(_guarded_batch, units):
+                if isinstance(result, BaseException):
+                    result = [{"kind": "error", "key": t.key, "error": f"{type(result).__name__}: {result}"} for t in units[idx]]
+                for rec in result:
+                    key = rec["key"]
+                    if rec["kind"] == "tile":
+                        manifest.write(rec)
+                        records[key] = rec
+                        done_count += 1
+                        summary.tiles_run += 1
+                        emit(Event("tile", done_count, total, key, rec))
+                        continue
+                    attempts[key] = attempts.get(key, 0) + 1
+                    if attempts[key] <= job.executor.retries:
+                        retry.append(by_key[key])
+                        emit(Event("retry", done_count, total, f"{key}: {rec['error']} (attempt {attempts[key]})"))
+                    else:
+                        rec = {**rec, "kind": "failed", "attempts": attempts[key]}
+                        manifest.write(rec)
+                        failed[key] = rec["error"]
+                        emit(Event("failed", done_count, total, f"{key}: {rec['error']}", rec))
+            queue = retry
+        _assemble(job, plan, manifest, records, items_done, failed, executor, emit, summary)
+    except BaseException:
+        terminate = getattr(executor, "terminate", None)
+        if terminate is not None:
+            terminate()
+        raise
+    _fill_stats(summary, plan, records)
+    emit(Event("done", done_count, total, "finished"))
+    return summary
+
+
+def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[str, Any]], items_done: set[int],
+              failed: dict[str, str], executor: Executor, emit: ProgressFn, summary: RunSummary) -> None:  # fmt: skip
+    ready = [it for it in plan.items if it.index not in items_done and not any(k.startswith(f"{it.index}/") for k in failed)]
+    if not ready:
+        return
+    threads = max(1, executor.workers // len(ready)) if len(ready) < executor.workers else 1
+    opts = job.output
+    co = cog_options(opts.compress, opts.level, opts.predictor, opts.overviews, opts.dtype, opts.creation_options, threads)
+    tasks = [
+        AssembleTask(
+            key=_out_key(it.index), item=it.index, output=str(it.output), grid=it.grid, dtype=opts.dtype, nodata=plan.nodata,
+            band_names=plan.op.band_names,
+            tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core) for t in it.tiling), creation_options=co,
+        )
+        for it in ready
+    ]  # fmt: skip
+    emit(Event("assemble", 0, len(tasks), f"writing {len(tasks)} output(s)"))
+    for n, (idx, result) in enumerate(executor.map_unordered(_guarded_assemble, tasks), start=1):
+        task = tasks[idx]
+        if isinstance(result, BaseException):
+            if isinstance(result, OutputError):
+                raise result
+            failed[task.key] = f"{type(result).__name__}: {result}"
+            manifest.write({"kind": "failed", "key": task.key, "error": failed[task.key]})
+            continue
+        manifest.write(result)
+        summary.assemble_s += result["seconds"]
+        emit(Event("output", n, len(tasks), result["path"], result))
+        if not job.keep_tiles:
+            for path, _w in task.tiles:
+                Path(path).unlink(missing_ok=True)
+
+
+def _fill_stats(summary: RunSummary, plan: Plan, records: dict[str, dict[str, Any]]) -> None:
+    # Sum in key order so the reported mean does not depend on completion order.
+    total = 0.0
+    for key in sorted(records):
+        rec = records[key]
+        summary.pixels += rec.get("pixels", 0)
+        summary.valid += rec.get("valid", 0)
+        total += rec.get("sum", 0.0)
+        for attr, fn in (("minimum", min), ("maximum", max)):
+            v = rec.get(attr[:3])
+            if v is not None:
+                cur = getattr(summary, attr)
+                setattr(summary, attr, v if cur is None else fn(cur, v))
+        summary.read_s += rec.get("read_s", 0.0)
+        summary.compute_s += rec.get("compute_s", 0.0)
+        summary.write_s += rec.get("write_s", 0.0)
+        item = str(rec.get("item", key.split("/")[0]))
+        po = summary.per_output.setdefault(item, {"valid": 0, "sum": 0.0, "min": None, "max": None})
+        po["valid"] += rec.get("valid", 0)
+        po["sum"] += rec.get("sum", 0.0)
+        for k, fn in (("min", min), ("max", max)):
+            v = rec.get(k)
+            if v is not None:
+                po[k] = v if po[k] is None else fn(po[k], v)
+    summary.mean = total / summary.valid if summary.valid else None

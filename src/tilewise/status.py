@@ -1,0 +1,81 @@
+"""Reading a job's state back from its work directory (for ``tilewise status`` and ``resume``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tilewise.errors import InputError
+from tilewise.job import Job
+from tilewise.manifest import Manifest
+
+
+def find_workdir(output: str) -> Path:
+    """Return the work directory of the job that writes ``output`` (a file or a batch directory)."""
+    p = Path(output.rstrip("/") or output)
+    for cand in (p / ".tilewise", p.parent / f".{p.name}.tilewise"):
+        if (cand / "job.json").is_file():
+            return cand
+    raise InputError(f"no tilewise job found for {output!r}", "give the -o path of a job (it keeps its state in a hidden .tilewise folder beside it)")
+
+
+def load_saved_job(output: str) -> tuple[Job, dict[str, Any]]:
+    """Load the job saved in the work directory of ``output``."""
+    wd = find_workdir(output)
+    saved = json.loads((wd / "job.json").read_text(encoding="utf-8"))
+    return Job.model_validate(saved["job"]), saved
+
+
+def job_status(output: str) -> dict[str, Any]:
+    """Summarise the state of the job writing ``output``.
+
+    Returns
+    -------
+    dict
+        command, fingerprint, tiles total/done, outputs total/done, failed tiles
+        with their errors, whether a run holds the lock, and the state
+        (``complete``, ``failed``, ``running`` or ``incomplete``).
+    """
+    wd = find_workdir(output)
+    saved = json.loads((wd / "job.json").read_text(encoding="utf-8"))
+    latest = Manifest(wd).latest()
+    tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
+    outputs = saved.get("outputs", [])
+    outs_done = 0
+    for i, path in enumerate(outputs):
+        rec = latest.get(f"{i}/output")
+        p = Path(path)
+        if rec and rec.get("kind") == "output" and p.exists() and p.stat().st_size == rec.get("size"):
+            outs_done += 1
+    failed = {k: r.get("error", "") for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
+    running = _locked(wd / "lock")
+    if outs_done == len(outputs):
+        state = "complete"
+    elif running:
+        state = "running"
+    elif failed:
+        state = "failed"
+    else:
+        state = "incomplete"
+    return {
+        "output": output, "workdir": str(wd), "command": saved["job"].get("command"), "fingerprint": saved.get("fingerprint"),
+        "state": state, "tiles_total": saved.get("tiles", 0), "tiles_done": tiles_done, "outputs_total": len(outputs),
+        "outputs_done": outs_done, "failed": failed, "lock_holder": running,
+    }  # fmt: skip
+
+
+def _locked(path: Path) -> str | None:
+    import fcntl
+    import os
+
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+    return None

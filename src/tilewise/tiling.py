@@ -1,0 +1,100 @@
+"""Cutting an output grid into :class:`Tile` s.
+
+A tile owns a *core* window of the output; it reads the core grown by the
+operation's halo (boundless, filled with nodata) so neighbourhood operations see
+their neighbours, and crops the halo away before writing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from tilewise.errors import UsageError
+from tilewise.grid import Grid, Window
+
+DEFAULT_TILE_SIZE = 1024
+MIN_TILE_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One unit of space.
+
+    Attributes
+    ----------
+    key
+        A stable, file-name-safe name, ``r<row>-c<col>`` of the tile in the tiling.
+    core
+        The window of the output grid that this tile owns.
+    read
+        The window read from the inputs: ``core`` grown by the halo.
+    grid
+        The grid of the core window.
+    """
+
+    key: str
+    core: Window
+    read: Window
+    grid: Grid
+
+
+@dataclass(frozen=True, slots=True)
+class Tiling:
+    """A list of tiles covering a grid exactly once (cores never overlap)."""
+
+    grid: Grid
+    tile_height: int
+    tile_width: int
+    halo: int
+    tiles: tuple[Tile, ...]
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    @classmethod
+    def for_grid(cls, grid: Grid, tile_height: int, tile_width: int | None = None, halo: int = 0) -> Tiling:
+        """Cut ``grid`` into tiles of at most ``tile_height`` x ``tile_width`` pixels.
+
+        The last row and column of tiles are smaller when the size does not divide
+        the grid; no pixel is dropped or covered twice.
+        """
+        tile_width = tile_height if tile_width is None else tile_width
+        if tile_height < 1 or tile_width < 1:
+            raise UsageError(f"tile size {tile_height}x{tile_width} is not positive", "use --tile-size 512 or larger")
+        if halo < 0:
+            raise UsageError(f"halo {halo} is negative")
+        tiles = []
+        for r, row_off in enumerate(range(0, grid.height, tile_height)):
+            for c, col_off in enumerate(range(0, grid.width, tile_width)):
+                core = Window(row_off, col_off, min(tile_height, grid.height - row_off), min(tile_width, grid.width - col_off))
+                tiles.append(Tile(f"r{r:04d}-c{c:04d}", core, core.grow(halo), grid.window_grid(core)))
+        return cls(grid, tile_height, tile_width, halo, tuple(tiles))
+
+
+def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """Pick the tile shape for a grid read from files with the given block shapes.
+
+    An explicit ``tile_size`` is honoured exactly (square tiles). The default
+    aligns to the first input's blocks: square tiles of about
+    :data:`DEFAULT_TILE_SIZE` that are a whole number of blocks, or, for files
+    stored in full-width strips, full-width bands of whole strips holding about
+    as many pixels, so no worker decodes a strip another worker also decodes.
+    """
+    if tile_size is not None:
+        if tile_size < MIN_TILE_SIZE:
+            raise UsageError(f"--tile-size {tile_size} is too small", f"use at least {MIN_TILE_SIZE} (512 to 2048 is typical)")
+        return tile_size, tile_size
+    size = DEFAULT_TILE_SIZE
+    if not block_shapes:
+        return size, size
+    bh, bw = block_shapes[0]
+    if bw >= grid.width and grid.width > size:
+        rows = max(bh, (size * size // grid.width) // bh * bh)
+        return rows, grid.width
+    if 0 < bh <= size and 0 < bw <= size and bh == bw:
+        size = size // bh * bh
+    return size, size
