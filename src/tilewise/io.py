@@ -115,6 +115,15 @@ def _warped(ds: Any, ref: BandRef) -> Any:
 
 def _scaled(raw: np.ndarray, ref: BandRef, dtype: np.dtype) -> np.ndarray:
     out = raw.astype(dtype, copy=False)
+    if ref.scale not in (0.0, 1.0):
+        # Sentinel-2 style (DN + BOA_ADD_OFFSET) / QUANTIFICATION: when 1/scale and offset/scale
+        # are whole numbers, add and divide by them, so the result is the correctly rounded
+        # value of the product specification's formula, not one rounding off.
+        inv, shift = 1.0 / ref.scale, ref.offset / ref.scale
+        if abs(inv - round(inv)) < 1e-9 * inv and abs(shift - round(shift)) < 1e-6 and abs(shift) < 2**24:
+            if round(shift):
+                out = out + dtype.type(round(shift))
+            return out / dtype.type(round(inv))
     if ref.scale != 1.0:
         out = out * dtype.type(ref.scale)
     if ref.offset != 0.0:

@@ -285,7 +285,7 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
     if executor is None:
         executor = get_executor(job.executor.name, job.executor.workers)
     summary.executor, summary.workers = executor.name, executor.workers
-    emit(Event("start", done_count, total, f"{len(todo)} of {total} tiles to run on {executor.workers} {executor.name} worker(s)"))
+    emit(Event("start", done_count, total, f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name})"))
     attempts: dict[str, int] = {}
     queue = todo
     try:

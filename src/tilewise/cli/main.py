@@ -105,7 +105,7 @@ def format_summary(s: Any, label: str) -> str:
         mpix = s.pixels / 1e6
         rate = mpix / s.wall_s if s.wall_s > 0 else 0.0
         head = (f"{s.tiles_run} tile(s) run, {s.tiles_skipped} already done, {mpix:.1f} Mpix in {s.wall_s:.1f} s "
-                f"({rate:.1f} Mpix/s, {s.workers} {s.executor} worker(s))")  # fmt: skip
+                f"({rate:.1f} Mpix/s on {s.workers} worker(s), executor {s.executor})")  # fmt: skip
     lines = [head]
     if s.mean is not None:
         share = 100 * s.valid / max(s.pixels, 1)
