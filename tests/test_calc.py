@@ -72,3 +72,11 @@ def test_different_grids_refused_then_aligned(tmp_path: Path) -> None:
     got, _ = read_raster(out)
     assert got.shape == (1, 40, 40)
     np.testing.assert_array_equal(got[0], np.full((40, 40), 4, np.float32))
+
+
+def test_api_returns_xarray_for_small_results(tmp_path: Path, day: tuple[Path, np.ndarray]) -> None:
+    path, t = day
+    arr = tilewise.calc("t + 1", {"t": str(path)}, str(tmp_path / "x.tif"), as_xarray=True, executor="serial")
+    assert arr.shape == (1, 120, 200) and arr.rio.crs.to_epsg() == 32632
+    np.testing.assert_array_equal(np.isnan(arr.values[0]), t == -9999)
+    np.testing.assert_array_equal(arr.values[0][t != -9999], t[t != -9999] + 1)
