@@ -19,6 +19,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from tilewise.grid import Grid, Window
+from tilewise.io import block_size
 from tilewise.rasterfile import copy_raster, fsync_dir
 
 GDAL_TYPES = {
@@ -40,6 +41,7 @@ class AssembleTask:
     band_names: tuple[str, ...]
     tiles: tuple[tuple[str, Window], ...]
     creation_options: dict[str, str] = field(default_factory=dict)
+    levels: tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...] = ()
 
 
 def cog_options(compress: str, level: int | None, predictor: int | None, overviews: bool, dtype: str,
@@ -67,8 +69,13 @@ def cog_options(compress: str, level: int | None, predictor: int | None, overvie
     return opts
 
 
-def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], tiles: Sequence[tuple[str, Window]]) -> str:
-    """Return a VRT document placing each tile file at its window of ``grid``."""
+def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], tiles: Sequence[tuple[str, Window]],
+            overviews: Sequence[str] = ()) -> str:  # fmt: skip
+    """Return a VRT document placing each tile file at its window of ``grid``.
+
+    ``overviews`` are VRT files of the overview levels, largest first; GDAL's COG
+    driver copies them instead of computing its own.
+    """
     gdt = GDAL_TYPES[dtype]
     t = grid.transform
     lines = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">']
@@ -80,10 +87,13 @@ def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], ti
         lines.append(f'  <VRTRasterBand dataType="{gdt}" band="{b}">')
         lines.append(f"    <NoDataValue>{nd}</NoDataValue>")
         lines.append(f"    <Description>{escape(name)}</Description>")
+        for ov in overviews:
+            lines.append(f'    <Overview><SourceFilename relativeToVRT="0">{escape(ov)}</SourceFilename><SourceBand>{b}</SourceBand></Overview>')
         for path, w in tiles:
             lines.append(
                 f'    <SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>{b}</SourceBand>'
-                f'<SourceProperties RasterXSize="{w.width}" RasterYSize="{w.height}" DataType="{gdt}" BlockXSize="{w.width}" BlockYSize="1"/>'
+                f'<SourceProperties RasterXSize="{w.width}" RasterYSize="{w.height}" DataType="{gdt}" '
+                f'BlockXSize="{block_size(w.width)}" BlockYSize="{block_size(w.height)}"/>'
                 f'<SrcRect xOff="0" yOff="0" xSize="{w.width}" ySize="{w.height}"/>'
                 f'<DstRect xOff="{w.col_off}" yOff="{w.row_off}" xSize="{w.width}" ySize="{w.height}"/></SimpleSource>'
             )
@@ -104,15 +114,19 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
     out = Path(task.output)
     vrt = out.with_name(f".{out.name}.{os.getpid()}.tiles.vrt")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    level_vrts = [out.with_name(f".{out.name}.{os.getpid()}.ovr{i}.tiles.vrt") for i in range(len(task.levels))]
     try:
-        vrt.write_text(vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles), encoding="utf-8")
+        for path, (grid, tiles) in zip(level_vrts, task.levels, strict=True):
+            path.write_text(vrt_xml(grid, task.dtype, task.nodata, task.band_names, tiles), encoding="utf-8")
+        xml = vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles, [str(p) for p in level_vrts])
+        vrt.write_text(xml, encoding="utf-8")
         copy_raster(vrt, tmp, "COG", **task.creation_options)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)
         fsync_dir(out.parent)
     finally:
-        for p in (vrt, tmp):
+        for p in (vrt, tmp, *level_vrts):
             if p.exists():
                 p.unlink()
     return {"kind": "output", "key": task.key, "item": task.item, "path": str(out), "size": out.stat().st_size,

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilewise.assemble import AssembleTask, cog_options, run_assemble
+from tilewise.assemble import AssembleTask, cog_options, run_assemble, vrt_xml
 from tilewise.errors import OutputError, RunFailedError
 from tilewise.executors import Executor, get_executor
-from tilewise.job import Job, Plan, plan_job
+from tilewise.grid import Grid, Window
+from tilewise.job import ItemPlan, Job, Plan, plan_job
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
-from tilewise.task import Task, run_batch
+from tilewise.overviews import OverviewTask, level_grid, overview_factors, regions
+from tilewise.task import Task
 
 # A work unit should carry at least this many pixels, so per-unit overhead stays small.
 MIN_UNIT_PIXELS = 1 << 20
@@ -99,6 +101,8 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     manifest = Manifest(workdir)
     own_executor = executor is None
     try:
+        if executor is None:
+            executor = get_executor(job.executor.name, job.executor.workers)
         done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
         summary = _run(job, plan, workdir, manifest, done, executor, emit)
     finally:
@@ -179,17 +183,17 @@ def _all_outputs_recorded(outputs: Sequence[str], manifest: Manifest) -> bool:
 
 
 def _clear_workdir(workdir: Path) -> None:
-    for name in ("manifest", "tiles"):
+    for name in ("manifest", "tiles", "ovr", "mosaic"):
         shutil.rmtree(workdir / name, ignore_errors=True)
     (workdir / "job.json").unlink(missing_ok=True)
 
 
 def _remove_stale_temporaries(plan: Plan, workdir: Path) -> None:
     # Leftovers of a killed run: only our own hidden names, never user files.
-    tiles = workdir / "tiles"
-    if tiles.is_dir():
-        for p in tiles.rglob(".*.tmp"):
-            p.unlink(missing_ok=True)
+    for sub in ("tiles", "ovr", "mosaic"):
+        if (workdir / sub).is_dir():
+            for p in (workdir / sub).rglob(".*.tmp"):
+                p.unlink(missing_ok=True)
     for it in plan.items:
         for p in it.output.parent.glob(f".{it.output.name}.*"):
             if p.name.endswith((".partial", ".tiles.vrt", ".tmp", ".ovr.tmp")):
@@ -224,7 +228,6 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
                 key=f"{it.index}/{tile.key}", item=it.index, tile=tile, refs=it.refs, op=plan.op,
                 work_dtype=plan.work_dtype, out_dtype=plan.job.output.dtype, nodata=plan.nodata,
                 tile_path=str(workdir / "tiles" / str(it.index) / f"{tile.key}.tif"),
-                pixels=tile.core.height * tile.core.width,
             ))  # fmt: skip
     # Interleave outputs so every worker starts on different files.
     tasks.sort(key=lambda t: (t.tile.key, t.item))
@@ -250,85 +253,137 @@ def _units(tasks: list[Task], workers: int) -> list[tuple[Task, ...]]:
     return units
 
 
-def _guarded_batch(unit: tuple[Task, ...]) -> list[dict[str, Any]]:
+def _guarded_batch(unit: tuple[Any, ...]) -> list[dict[str, Any]]:
     """Run a unit, turning each task's exception into an error record so batch-mates still finish."""
     out = []
     for t in unit:
         try:
-            out.extend(run_batch((t,)))
+            out.append(t.run())
         except Exception as exc:
             out.append({"kind": "error", "key": t.key, "error": f"{type(exc).__name__}: {exc}"})
     return out
 
 
-def _guarded_assemble(task: AssembleTask) -> dict[str, Any]:
-    return run_assemble(task)
+@dataclass
+class _Phase:
+    """Progress counters of one phase of work units (tiles, then overview regions)."""
+
+    done: int
+    total: int
+    ran: int = 0
+
+
+def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manifest, retries: int, phase: _Phase,
+               records: dict[str, dict[str, Any]], failed: dict[str, str], emit: ProgressFn) -> None:  # fmt: skip
+    """Run tasks (anything with ``key``, ``pixels`` and ``run()``) with retries, recording each result."""
+    attempts: dict[str, int] = {}
+    queue = tasks
+    while queue:
+        units = _units(queue, executor.workers)
+        retry: list[Any] = []
+        by_key = {t.key: t for t in queue}
+        for idx, result in executor.map_unordered(_guarded_batch, units):
+            if isinstance(result, BaseException):
+                result = [{"kind": "error", "key": t.key, "error": f"{type(result).__name__}: {result}"} for t in units[idx]]
+            for rec in result:
+                key = rec["key"]
+                if rec["kind"] != "error":
+                    manifest.write(rec)
+                    records[key] = rec
+                    phase.done += 1
+                    phase.ran += 1
+                    emit(Event(kind, phase.done, phase.total, key, rec))
+                    continue
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] <= retries:
+                    retry.append(by_key[key])
+                    emit(Event("retry", phase.done, phase.total, f"{key}: {rec['error']} (attempt {attempts[key]})"))
+                else:
+                    rec = {**rec, "kind": "failed", "attempts": attempts[key]}
+                    manifest.write(rec)
+                    failed[key] = rec["error"]
+                    emit(Event("failed", phase.done, phase.total, f"{key}: {rec['error']}", rec))
+        queue = retry
 
 
 def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
-         executor: Executor | None, emit: ProgressFn) -> RunSummary:  # fmt: skip
+         executor: Executor, emit: ProgressFn) -> RunSummary:  # fmt: skip
     all_tasks = _make_tasks(plan, workdir)
     items_done = {it.index for it in plan.items if _output_done(state.get(_out_key(it.index)), it.output)}
     todo = [t for t in all_tasks if t.item not in items_done and not _tile_done(state.get(t.key))]
     total = len(all_tasks)
-    done_count = total - len(todo)
-    records = {k: v for k, v in state.items() if v.get("kind") == "tile" and (k.split("/")[0].isdigit())}
+    tiles = _Phase(total - len(todo), total)
+    records = {k: v for k, v in state.items() if v.get("kind") == "tile"}
     failed: dict[str, str] = {}
     summary = RunSummary(outputs=[str(it.output) for it in plan.items], tiles_total=total, tiles_run=0,
-                         tiles_skipped=done_count, failed=failed, pixels=0, valid=0, minimum=None, maximum=None, mean=None,
+                         tiles_skipped=tiles.done, failed=failed, pixels=0, valid=0, minimum=None, maximum=None, mean=None,
                          wall_s=0.0)  # fmt: skip
     if len(items_done) == len(plan.items):
         summary.already_complete = True
         _fill_stats(summary, plan, records)
         emit(Event("done", total, total, "already complete"))
         return summary
-    if executor is None:
-        executor = get_executor(job.executor.name, job.executor.workers)
     summary.executor, summary.workers = executor.name, executor.workers
-    emit(Event("start", done_count, total, f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name})"))
-    attempts: dict[str, int] = {}
-    queue = todo
+    emit(Event("start", tiles.done, total, f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name})"))
     try:
-        while queue:
-            units = _units(queue, executor.workers)
-            retry: list[Task] = []
-            by_key = {t.key: t for t in queue}
-            for idx, result in executor.map_unordered(_guarded_batch, units):
-                if isinstance(result, BaseException):
-                    result = [{"kind": "error", "key": t.key, "error": f"{type(result).__name__}: {result}"} for t in units[idx]]
-                for rec in result:
-                    key = rec["key"]
-                    if rec["kind"] == "tile":
-                        manifest.write(rec)
-                        records[key] = rec
-                        done_count += 1
-                        summary.tiles_run += 1
-                        emit(Event("tile", done_count, total, key, rec))
-                        continue
-                    attempts[key] = attempts.get(key, 0) + 1
-                    if attempts[key] <= job.executor.retries:
-                        retry.append(by_key[key])
-                        emit(Event("retry", done_count, total, f"{key}: {rec['error']} (attempt {attempts[key]})"))
-                    else:
-                        rec = {**rec, "kind": "failed", "attempts": attempts[key]}
-                        manifest.write(rec)
-                        failed[key] = rec["error"]
-                        emit(Event("failed", done_count, total, f"{key}: {rec['error']}", rec))
-            queue = retry
-        _assemble(job, plan, manifest, records, items_done, failed, executor, emit, summary)
+        _run_phase(todo, "tile", executor, manifest, job.executor.retries, tiles, records, failed, emit)
+        summary.tiles_run = tiles.ran
+        ready = [it for it in plan.items if it.index not in items_done and not any(k.startswith(f"{it.index}/") for k in failed)]
+        levels = _overviews(job, plan, workdir, manifest, state, records, ready, failed, executor, emit)
+        ready = [it for it in ready if not any(k.startswith(f"{it.index}/") for k in failed)]
+        _assemble(job, plan, manifest, records, ready, levels, failed, executor, emit, summary)
     except BaseException:
         terminate = getattr(executor, "terminate", None)
         if terminate is not None:
             terminate()
         raise
-    _fill_stats(summary, plan, records)
-    emit(Event("done", done_count, total, "finished"))
+    _fill_stats(summary, plan, {k: v for k, v in records.items() if v.get("kind") == "tile"})
+    emit(Event("done", tiles.done, total, "finished"))
     return summary
 
 
-def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[str, Any]], items_done: set[int],
-              failed: dict[str, str], executor: Executor, emit: ProgressFn, summary: RunSummary) -> None:  # fmt: skip
-    ready = [it for it in plan.items if it.index not in items_done and not any(k.startswith(f"{it.index}/") for k in failed)]
+def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
+               records: dict[str, dict[str, Any]], ready: list[ItemPlan], failed: dict[str, str], executor: Executor,
+               emit: ProgressFn) -> dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]]:  # fmt: skip
+    """Compute the overview levels of every ready output; return each item's level mosaics."""
+    out: dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]] = {}
+    if not job.output.overviews:
+        return out
+    todo: list[OverviewTask] = []
+    n_total = 0
+    for it in ready:
+        factors = overview_factors(it.grid.height, it.grid.width)
+        if not factors:
+            continue
+        mosaic = workdir / "mosaic" / f"{it.index}.vrt"
+        mosaic.parent.mkdir(parents=True, exist_ok=True)
+        tiles = tuple((records[f"{it.index}/{t.key}"]["path"], t.core) for t in it.tiling)
+        write_json_atomic(mosaic, vrt_xml(it.grid, job.output.dtype, plan.nodata, plan.op.band_names, tiles))
+        tasks = [
+            OverviewTask(key=f"{it.index}/ovr/{r.key}", item=it.index, source=str(mosaic), region=r.core, grid=it.grid, factors=factors,
+                         dtype=job.output.dtype, nodata=plan.nodata, band_names=plan.op.band_names,
+                         out_dir=str(workdir / "ovr" / str(it.index)))
+            for r in regions(it.grid, factors)
+        ]  # fmt: skip
+        n_total += len(tasks)
+        todo += [t for t in tasks if not _ovr_done(state.get(t.key), t)]
+        out[it.index] = tuple(
+            (level_grid(it.grid, f), tuple((t.level_path(f), t.level_window(f)) for t in tasks)) for f in factors
+        )
+    if n_total:
+        phase = _Phase(n_total - len(todo), n_total)
+        emit(Event("phase", phase.done, n_total, f"computing overviews ({len(todo)} of {n_total} regions)"))
+        _run_phase(todo, "overview", executor, manifest, job.executor.retries, phase, records, failed, emit)
+    return out
+
+
+def _ovr_done(rec: dict[str, Any] | None, task: OverviewTask) -> bool:
+    return bool(rec and rec.get("kind") == "overview" and all(Path(task.level_path(f)).exists() for f in task.factors))
+
+
+def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[str, Any]], ready: list[ItemPlan],
+              levels: dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]], failed: dict[str, str],
+              executor: Executor, emit: ProgressFn, summary: RunSummary) -> None:  # fmt: skip
     if not ready:
         return
     threads = max(1, executor.workers // len(ready)) if len(ready) < executor.workers else 1
@@ -339,11 +394,12 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
             key=_out_key(it.index), item=it.index, output=str(it.output), grid=it.grid, dtype=opts.dtype, nodata=plan.nodata,
             band_names=plan.op.band_names,
             tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core) for t in it.tiling), creation_options=co,
+            levels=levels.get(it.index, ()),
         )
         for it in ready
     ]  # fmt: skip
     emit(Event("assemble", 0, len(tasks), f"writing {len(tasks)} output(s)"))
-    for n, (idx, result) in enumerate(executor.map_unordered(_guarded_assemble, tasks), start=1):
+    for n, (idx, result) in enumerate(executor.map_unordered(run_assemble, tasks), start=1):
         task = tasks[idx]
         if isinstance(result, BaseException):
             if isinstance(result, OutputError):
@@ -357,6 +413,9 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         if not job.keep_tiles:
             for path, _w in task.tiles:
                 Path(path).unlink(missing_ok=True)
+            for _grid, lt in task.levels:
+                for path, _w in lt:
+                    Path(path).unlink(missing_ok=True)
 
 
 def _fill_stats(summary: RunSummary, plan: Plan, records: dict[str, dict[str, Any]]) -> None:

@@ -1,14 +1,14 @@
 """A :class:`Task` is one tile of one output; :func:`run_task` reads, computes, crops and writes it.
 
-Tasks are small picklable values so any executor can move them. ``run_batch``
-runs several tasks in one call, so tiny tiles do not pay per-task overhead.
+Tasks are small picklable values so any executor can move them; the runner
+groups tiny ones into one unit of work so they do not pay per-unit overhead.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,13 @@ class Task:
     out_dtype: str
     nodata: float
     tile_path: str
-    pixels: int = field(default=0)
+
+    @property
+    def pixels(self) -> int:
+        return self.tile.core.height * self.tile.core.width
+
+    def run(self) -> dict[str, Any]:
+        return run_task(self)
 
 
 def run_task(task: Task) -> dict[str, Any]:
@@ -70,15 +76,10 @@ def run_task(task: Task) -> dict[str, Any]:
         "min": written.minimum,
         "max": written.maximum,
         "sum": written.total,
-        "pixels": task.tile.core.height * task.tile.core.width,
+        "pixels": task.pixels,
         "bytes_read": arrays.bytes_read,
         "read_s": round(t1 - t0, 6),
         "compute_s": round(t2 - t1, 6),
         "write_s": round(t3 - t2, 6),
         "worker": f"{os.uname().nodename}:{os.getpid()}",
     }
-
-
-def run_batch(tasks: tuple[Task, ...]) -> list[dict[str, Any]]:
-    """Run several tasks in order in one call (one unit for an executor)."""
-    return [run_task(t) for t in tasks]

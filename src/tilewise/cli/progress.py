@@ -51,7 +51,7 @@ class ProgressPrinter:
         elif ev.kind in ("retry", "failed"):
             if ev.kind == "failed" or self.verbosity > 0:
                 self._line(f"{ev.kind}: {ev.message}")
-        elif ev.kind == "assemble":
+        elif ev.kind in ("assemble", "phase"):
             self._stop_bar()
             self._line(ev.message)
         elif ev.kind == "output" and self.verbosity > 0:

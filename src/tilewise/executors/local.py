@@ -70,7 +70,10 @@ class _PoolExecutor:
                     yield i, fut.result()
                 except BrokenProcessPool:
                     broken = True
-                    yield i, WorkerLostError("a worker process died while running this task (killed or out of memory)")
+                    yield i, WorkerLostError(
+                        "a worker process died while running this task (killed, out of memory, or a script calling tilewise"
+                        " without an 'if __name__ == \"__main__\":' guard)"
+                    )
                 except Exception as exc:
                     yield i, exc
             if broken:
@@ -115,13 +118,16 @@ class ThreadExecutor(_PoolExecutor):
 class ProcessExecutor(_PoolExecutor):
     """Worker processes on this machine (the default executor).
 
-    Uses the ``forkserver`` start method: workers are forked from a clean server
-    process, never from a parent that holds threads or open GDAL datasets.
+    Workers come from a clean ``forkserver`` process, never forked from this one:
+    a fork copies GDAL's worker-thread pool without its threads (after a
+    multi-threaded COG write here, a forked worker would wait forever) and any
+    lock another thread holds. As with every spawn-style pool, a script that
+    calls tilewise must do so under ``if __name__ == "__main__":``.
     """
 
     name = "processes"
 
     def _make_pool(self) -> cf.Executor:
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["tilewise.task", "tilewise.assemble"])
+        ctx.set_forkserver_preload(["tilewise.task", "tilewise.assemble", "tilewise.overviews"])
         return cf.ProcessPoolExecutor(self.workers, mp_context=ctx)

@@ -1,0 +1,68 @@
+"""Overviews computed by tilewise: nodata-aware block means, the COG driver's levels, region invariance."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tilewise
+from tests.conftest import two_band_scene, write_raster
+from tilewise import overviews
+from tilewise.overviews import block_means, overview_factors
+from tilewise.rasterfile import open_read
+
+
+def reference_level(data: np.ndarray, valid: np.ndarray, f: int) -> np.ndarray:
+    h, w = math.ceil(data.shape[0] / f), math.ceil(data.shape[1] / f)
+    out = np.full((h, w), np.nan, np.float32)
+    for i in range(h):
+        for j in range(w):
+            blk = data[i * f : (i + 1) * f, j * f : (j + 1) * f][valid[i * f : (i + 1) * f, j * f : (j + 1) * f]]
+            if blk.size:
+                out[i, j] = np.float32(blk.astype(np.float64).mean())
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 70), w=st.integers(1, 70), seed=st.integers(0, 2**16), hole=st.floats(0, 1))
+def test_block_means_equal_a_per_block_reference(h: int, w: int, seed: int, hole: float) -> None:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0, 1, (h, w)).astype(np.float32)
+    valid = rng.random((h, w)) >= hole
+    got = block_means(data, valid, (2, 4, 8, 16), "float32", float("nan"))
+    for f, level in got.items():
+        np.testing.assert_allclose(level, reference_level(data, valid, f), rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_factors_match_gdal_cog_auto(tmp_path: Path) -> None:
+    for h, w in [(300, 500), (600, 300), (1100, 1300), (16384, 16384), (513, 10), (512, 512)]:
+        fs = overview_factors(h, w)
+        assert all(math.ceil(max(h, w) / (f // 2)) > 512 for f in fs)
+        assert not fs or math.ceil(max(h, w) / fs[-1]) <= 512
+    assert overview_factors(16384, 16384) == (2, 4, 8, 16, 32)
+
+
+def test_cog_overviews_are_ours_and_region_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_raster(tmp_path / "in.tif", two_band_scene(1300, 1700, seed=4), nodata=0, blocksize=256)
+    a = tilewise.ndvi(str(src), str(tmp_path / "a.tif"), red=1, nir=2, tile_size=300, executor="serial")
+    monkeypatch.setattr(overviews, "REGION_TARGET", 100)  # 4x4-aligned regions of 100 px instead of one region
+    b = tilewise.ndvi(str(src), str(tmp_path / "b.tif"), red=1, nir=2, tile_size=512, executor="serial")
+    assert Path(a).read_bytes() == Path(b).read_bytes()
+    with open_read(a) as ds:
+        assert ds.overviews(1) == [2, 4]
+        full = ds.read(1)
+        ov4 = ds.read(1, out_shape=(math.ceil(1300 / 4), math.ceil(1700 / 4)))
+    ref = reference_level(full, ~np.isnan(full), 4)
+    np.testing.assert_allclose(ov4, ref, rtol=1e-6, equal_nan=True)
+
+
+def test_no_overviews_option(tmp_path: Path) -> None:
+    src = write_raster(tmp_path / "in.tif", two_band_scene(700, 900, seed=1), nodata=0)
+    out = tilewise.ndvi(str(src), str(tmp_path / "o.tif"), red=1, nir=2, overviews=False, executor="serial")
+    with open_read(out) as ds:
+        assert ds.overviews(1) == []
