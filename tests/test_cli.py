@@ -93,6 +93,10 @@ def test_success_summary_and_info(tmp_path: Path, scene_tif: Path) -> None:
     r = run_cli("ndvi", str(scene_tif), "--red", "1", "--nir", "2", "-o", str(tmp_path / "n.tif"), "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert "NDVI: min" in r.stdout and "output:" in r.stdout
+    assert "tiles 1/1 (100%)" in r.stderr  # plain progress lines when stderr is not a terminal
+    png = tmp_path / "n.png"
+    rq = run_cli("quicklook", str(tmp_path / "n.tif"), "-o", str(png), "--cmap", "YlGn")
+    assert rq.returncode == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r2 = run_cli("info", str(tmp_path / "n.tif"), "--json")
     assert r2.returncode == 0 and '"float32"' in r2.stdout
     r3 = run_cli("status", str(tmp_path / "n.tif"))
