@@ -11,6 +11,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -110,6 +111,11 @@ def format_summary(s: Any, label: str) -> str:
     if s.mean is not None:
         share = 100 * s.valid / max(s.pixels, 1)
         lines.append(f"{label}: min {s.minimum:.4g}, mean {s.mean:.4g}, max {s.maximum:.4g} over {s.valid} valid pixels ({share:.1f}%)")
+    if 1 < len(s.outputs) <= 20:
+        for i, path in enumerate(s.outputs):
+            po = s.per_output.get(str(i))
+            if po and po["valid"]:
+                lines.append(f"  {Path(path).name}: mean {po['sum'] / po['valid']:.4g}, min {po['min']:.4g}, max {po['max']:.4g}")
     shown = s.outputs if len(s.outputs) <= 5 else [*s.outputs[:4], f"... and {len(s.outputs) - 4} more"]
     lines += [f"output: {p}" for p in shown]
     return "\n".join(lines)
