@@ -49,9 +49,12 @@ def test_factors_match_gdal_cog_auto(tmp_path: Path) -> None:
 
 def test_cog_overviews_are_ours_and_region_independent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_raster(tmp_path / "in.tif", two_band_scene(1300, 1700, seed=4), nodata=0, blocksize=256)
+    # Tiles of 300 px start on multiples of 4 (the largest factor): the tiles build the overviews.
     a = tilewise.ndvi(str(src), str(tmp_path / "a.tif"), red=1, nir=2, tile_size=300, executor="serial")
-    monkeypatch.setattr(overviews, "REGION_TARGET", 100)  # 4x4-aligned regions of 100 px instead of one region
-    b = tilewise.ndvi(str(src), str(tmp_path / "b.tif"), red=1, nir=2, tile_size=512, executor="serial")
+    # Tiles of 301 px do not: a phase of regions (here many small ones) reads the tiles back.
+    monkeypatch.setattr(overviews, "REGION_TARGET", 100)
+    b = tilewise.ndvi(str(src), str(tmp_path / "b.tif"), red=1, nir=2, tile_size=301, executor="serial", keep_tiles=True)
+    assert len(list((tmp_path / ".b.tif.tilewise" / "ovr" / "0").glob("region-*.tif"))) == 13 * 17
     assert Path(a).read_bytes() == Path(b).read_bytes()
     with open_read(a) as ds:
         assert ds.overviews(1) == [2, 4]

@@ -51,9 +51,66 @@ def regions(grid: Grid, factors: tuple[int, ...]) -> Tiling:
     return Tiling.for_grid(grid, size, size)
 
 
+def level_window(window: Window, factor: int) -> Window:
+    """The part of an overview level covered by ``window`` (whose offsets are multiples of ``factor``)."""
+    r0, c0 = window.row_off // factor, window.col_off // factor
+    return Window(r0, c0, math.ceil(window.row_end / factor) - r0, math.ceil(window.col_end / factor) - c0)
+
+
+def pyramid_sources(path: str, window: Window, factors: tuple[int, ...]) -> dict[int, tuple[str, Window, int]]:
+    """Where each level of ``window`` lies in its pyramid file: ``{factor: (path, level window, column offset)}``.
+
+    A pyramid file holds all levels of one tile or region side by side in one raster, so a
+    tile costs one extra file, not one per level.
+    """
+    out: dict[int, tuple[str, Window, int]] = {}
+    col = 0
+    for f in factors:
+        lw = level_window(window, f)
+        out[f] = (path, lw, col)
+        col += lw.width
+    return out
+
+
+def write_pyramid(path: str, window: Window, grid: Grid, levels: dict[int, np.ndarray], nodata: float,
+                  band_names: tuple[str, ...]) -> None:  # fmt: skip
+    """Write the levels of one window side by side (the layout of :func:`pyramid_sources`)."""
+    factors = tuple(levels)
+    layout = pyramid_sources(path, window, factors)
+    first = levels[factors[0]]
+    height = max(lw.height for _p, lw, _c in layout.values())
+    width = sum(lw.width for _p, lw, _c in layout.values())
+    canvas = np.full((first.shape[0], height, width), nodata, dtype=first.dtype)
+    for f, (_p, lw, col) in layout.items():
+        canvas[:, : lw.height, col : col + lw.width] = levels[f]
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lg = level_grid(grid, factors[0]).window_grid(level_window(window, factors[0]))
+    write_array(out, canvas, Grid(lg.crs, lg.transform, height, width), nodata, band_names)
+
+
+def valid_of(band: np.ndarray, nodata: float) -> np.ndarray:
+    """Validity of an output band: not nodata, not NaN."""
+    if np.isnan(nodata):
+        return ~np.isnan(band)
+    ok = band != np.asarray(nodata).astype(band.dtype)
+    if band.dtype.kind == "f":
+        ok &= ~np.isnan(band)
+    return ok
+
+
+def compute_levels(out: np.ndarray, factors: tuple[int, ...], dtype: str, nodata: float) -> dict[int, np.ndarray]:
+    """All overview levels of a (bands, h, w) output array whose origin is aligned to the largest factor."""
+    per: dict[int, list[np.ndarray]] = {f: [] for f in factors}
+    for band in out:
+        for f, level in block_means(band, valid_of(band, nodata), factors, dtype, nodata).items():
+            per[f].append(level)
+    return {f: np.stack(b) for f, b in per.items()}
+
+
 @dataclass(frozen=True)
 class OverviewTask:
-    """Compute every overview level of one region of one output (picklable)."""
+    """Compute every overview level of one region of one output (when tiles are not aligned)."""
 
     key: str
     item: int
@@ -64,19 +121,11 @@ class OverviewTask:
     dtype: str
     nodata: float
     band_names: tuple[str, ...]
-    out_dir: str
+    path: str
 
     @property
     def pixels(self) -> int:
         return self.region.height * self.region.width
-
-    def level_window(self, factor: int) -> Window:
-        """This region's window in the level of ``factor``."""
-        r0, c0 = self.region.row_off // factor, self.region.col_off // factor
-        return Window(r0, c0, math.ceil(self.region.row_end / factor) - r0, math.ceil(self.region.col_end / factor) - c0)
-
-    def level_path(self, factor: int) -> str:
-        return str(Path(self.out_dir) / str(factor) / f"{self.key.rsplit('/', 1)[-1]}.tif")
 
     def run(self) -> dict[str, Any]:
         return run_overviews(self)
@@ -129,20 +178,10 @@ def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], d
 
 
 def run_overviews(task: OverviewTask) -> dict[str, Any]:
-    """Read the region's full-resolution pixels and write its piece of every overview level."""
+    """Read the region's full-resolution pixels and write its pyramid file."""
     t0 = time.perf_counter()
     with open_read(task.source) as ds:
         data = ds.read(window=task.region.to_rasterio())
-    per_level: dict[int, list[np.ndarray]] = {f: [] for f in task.factors}
-    for band in data:
-        valid = ~np.isnan(band) if np.isnan(task.nodata) else band != np.asarray(task.nodata).astype(band.dtype)
-        if band.dtype.kind == "f":
-            valid &= ~np.isnan(band)
-        for f, level in block_means(band, valid, task.factors, task.dtype, task.nodata).items():
-            per_level[f].append(level)
-    for f, bands in per_level.items():
-        path = Path(task.level_path(f))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lg = level_grid(task.grid, f)
-        write_array(path, np.stack(bands), lg.window_grid(task.level_window(f)), task.nodata, task.band_names)
-    return {"kind": "overview", "key": task.key, "item": task.item, "seconds": round(time.perf_counter() - t0, 6)}
+    levels = compute_levels(data, task.factors, task.dtype, task.nodata)
+    write_pyramid(task.path, task.region, task.grid, levels, task.nodata, task.band_names)
+    return {"kind": "overview", "key": task.key, "item": task.item, "path": task.path, "seconds": round(time.perf_counter() - t0, 6)}

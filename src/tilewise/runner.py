@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tilewise.assemble import AssembleTask, cog_options, run_assemble, vrt_xml
+from tilewise.assemble import AssembleTask, Source, cog_options, run_assemble, vrt_xml
 from tilewise.errors import OutputError, RunFailedError
 from tilewise.executors import Executor, get_executor
-from tilewise.grid import Grid, Window
+from tilewise.grid import Grid
 from tilewise.job import ItemPlan, Job, Plan, plan_job
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
-from tilewise.overviews import OverviewTask, level_grid, overview_factors, regions
+from tilewise.overviews import OverviewTask, level_grid, overview_factors, pyramid_sources, regions
 from tilewise.task import Task
 
 # A work unit should carry at least this many pixels, so per-unit overhead stays small.
@@ -215,19 +215,37 @@ def _tile_done(rec: dict[str, Any] | None) -> bool:
     if not rec or rec.get("kind") != "tile":
         return False
     try:
-        return bool(os.path.getsize(rec["path"]) == rec["size"])
+        ok = bool(os.path.getsize(rec["path"]) == rec["size"])
     except OSError:
         return False
+    return ok and (not rec.get("ovr") or os.path.exists(rec["ovr"]))
+
+
+def _item_factors(job: Job, it: ItemPlan) -> tuple[int, ...]:
+    return overview_factors(it.grid.height, it.grid.width) if job.output.overviews else ()
+
+
+def _fused(it: ItemPlan, factors: tuple[int, ...]) -> bool:
+    """True when every tile starts on a multiple of the largest factor, so tiles can build the overviews."""
+    if not factors:
+        return False
+    top = max(factors)
+    t = it.tiling
+    return (t.tile_height % top == 0 or t.tile_height >= it.grid.height) and (t.tile_width % top == 0 or t.tile_width >= it.grid.width)
 
 
 def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
     tasks = []
     for it in plan.items:
+        factors = _item_factors(plan.job, it)
+        fused = _fused(it, factors)
         for tile in it.tiling:
             tasks.append(Task(
                 key=f"{it.index}/{tile.key}", item=it.index, tile=tile, refs=it.refs, op=plan.op,
                 work_dtype=plan.work_dtype, out_dtype=plan.job.output.dtype, nodata=plan.nodata,
                 tile_path=str(workdir / "tiles" / str(it.index) / f"{tile.key}.tif"),
+                ovr_factors=factors if fused else (), grid=it.grid if fused else None,
+                ovr_path=str(workdir / "ovr" / str(it.index) / f"{tile.key}.tif") if fused else "",
             ))  # fmt: skip
     # Interleave outputs so every worker starts on different files.
     tasks.sort(key=lambda t: (t.tile.key, t.item))
@@ -344,32 +362,36 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
 
 def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
                records: dict[str, dict[str, Any]], ready: list[ItemPlan], failed: dict[str, str], executor: Executor,
-               emit: ProgressFn) -> dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]]:  # fmt: skip
-    """Compute the overview levels of every ready output; return each item's level mosaics."""
-    out: dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]] = {}
-    if not job.output.overviews:
-        return out
+               emit: ProgressFn) -> dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]]:  # fmt: skip
+    """Make sure every ready output has its overview pyramids; return each item's level mosaics.
+
+    Aligned tilings built them with the tiles; otherwise a phase of region tasks
+    reads the finished tiles back and builds them.
+    """
+    out: dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]] = {}
     todo: list[OverviewTask] = []
     n_total = 0
     for it in ready:
-        factors = overview_factors(it.grid.height, it.grid.width)
+        factors = _item_factors(job, it)
         if not factors:
             continue
-        mosaic = workdir / "mosaic" / f"{it.index}.vrt"
-        mosaic.parent.mkdir(parents=True, exist_ok=True)
-        tiles = tuple((records[f"{it.index}/{t.key}"]["path"], t.core) for t in it.tiling)
-        write_json_atomic(mosaic, vrt_xml(it.grid, job.output.dtype, plan.nodata, plan.op.band_names, tiles))
-        tasks = [
-            OverviewTask(key=f"{it.index}/ovr/{r.key}", item=it.index, source=str(mosaic), region=r.core, grid=it.grid, factors=factors,
-                         dtype=job.output.dtype, nodata=plan.nodata, band_names=plan.op.band_names,
-                         out_dir=str(workdir / "ovr" / str(it.index)))
-            for r in regions(it.grid, factors)
-        ]  # fmt: skip
-        n_total += len(tasks)
-        todo += [t for t in tasks if not _ovr_done(state.get(t.key), t)]
-        out[it.index] = tuple(
-            (level_grid(it.grid, f), tuple((t.level_path(f), t.level_window(f)) for t in tasks)) for f in factors
-        )
+        if _fused(it, factors):
+            pieces = [pyramid_sources(records[f"{it.index}/{t.key}"]["ovr"], t.core, factors) for t in it.tiling]
+        else:
+            mosaic = workdir / "mosaic" / f"{it.index}.vrt"
+            mosaic.parent.mkdir(parents=True, exist_ok=True)
+            tiles = tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0) for t in it.tiling)
+            write_json_atomic(mosaic, vrt_xml(it.grid, job.output.dtype, plan.nodata, plan.op.band_names, tiles))
+            tasks = [
+                OverviewTask(key=f"{it.index}/ovr/{r.key}", item=it.index, source=str(mosaic), region=r.core, grid=it.grid, factors=factors,
+                             dtype=job.output.dtype, nodata=plan.nodata, band_names=plan.op.band_names,
+                             path=str(workdir / "ovr" / str(it.index) / f"region-{r.key}.tif"))
+                for r in regions(it.grid, factors)
+            ]  # fmt: skip
+            n_total += len(tasks)
+            todo += [t for t in tasks if not _ovr_done(state.get(t.key))]
+            pieces = [pyramid_sources(t.path, t.region, factors) for t in tasks]
+        out[it.index] = tuple((level_grid(it.grid, f), tuple(p[f] for p in pieces)) for f in factors)
     if n_total:
         phase = _Phase(n_total - len(todo), n_total)
         emit(Event("phase", phase.done, n_total, f"computing overviews ({len(todo)} of {n_total} regions)"))
@@ -377,12 +399,12 @@ def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: d
     return out
 
 
-def _ovr_done(rec: dict[str, Any] | None, task: OverviewTask) -> bool:
-    return bool(rec and rec.get("kind") == "overview" and all(Path(task.level_path(f)).exists() for f in task.factors))
+def _ovr_done(rec: dict[str, Any] | None) -> bool:
+    return bool(rec and rec.get("kind") == "overview" and os.path.exists(rec["path"]))
 
 
 def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[str, Any]], ready: list[ItemPlan],
-              levels: dict[int, tuple[tuple[Grid, tuple[tuple[str, Window], ...]], ...]], failed: dict[str, str],
+              levels: dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]], failed: dict[str, str],
               executor: Executor, emit: ProgressFn, summary: RunSummary) -> None:  # fmt: skip
     if not ready:
         return
@@ -393,7 +415,7 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         AssembleTask(
             key=_out_key(it.index), item=it.index, output=str(it.output), grid=it.grid, dtype=opts.dtype, nodata=plan.nodata,
             band_names=plan.op.band_names,
-            tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core) for t in it.tiling), creation_options=co,
+            tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0) for t in it.tiling), creation_options=co,
             levels=levels.get(it.index, ()),
         )
         for it in ready
@@ -411,11 +433,8 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         summary.assemble_s += result["seconds"]
         emit(Event("output", n, len(tasks), result["path"], result))
         if not job.keep_tiles:
-            for path, _w in task.tiles:
+            for path in {p for p, _w, _c in task.tiles} | {p for _g, lt in task.levels for p, _w, _c in lt}:
                 Path(path).unlink(missing_ok=True)
-            for _grid, lt in task.levels:
-                for path, _w in lt:
-                    Path(path).unlink(missing_ok=True)
 
 
 def _fill_stats(summary: RunSummary, plan: Plan, records: dict[str, dict[str, Any]]) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from tilewise.grid import Grid
 from tilewise.io import read_tile, to_output, write_tile
 from tilewise.ops.base import Operation
+from tilewise.overviews import compute_levels, write_pyramid
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
 
@@ -33,6 +35,11 @@ class Task:
     out_dtype: str
     nodata: float
     tile_path: str
+    # Set when the tile's origin is aligned to the largest overview factor: the tile
+    # also writes its piece of every overview level (one pyramid file), saving a re-read.
+    ovr_factors: tuple[int, ...] = ()
+    ovr_path: str = ""
+    grid: Grid | None = None
 
     @property
     def pixels(self) -> int:
@@ -64,6 +71,10 @@ def run_task(task: Task) -> dict[str, Any]:
     t2 = time.perf_counter()
     Path(task.tile_path).parent.mkdir(parents=True, exist_ok=True)
     written = write_tile(task.tile_path, out, valid, task.tile.grid, task.nodata, task.op.band_names)
+    if task.ovr_factors:
+        assert task.grid is not None
+        levels = compute_levels(out, task.ovr_factors, task.out_dtype, task.nodata)
+        write_pyramid(task.ovr_path, task.tile.core, task.grid, levels, task.nodata, task.op.band_names)
     t3 = time.perf_counter()
     return {
         "kind": "tile",
@@ -81,5 +92,6 @@ def run_task(task: Task) -> dict[str, Any]:
         "read_s": round(t1 - t0, 6),
         "compute_s": round(t2 - t1, 6),
         "write_s": round(t3 - t2, 6),
+        "ovr": task.ovr_path,
         "worker": f"{os.uname().nodename}:{os.getpid()}",
     }
