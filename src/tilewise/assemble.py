@@ -28,8 +28,9 @@ GDAL_TYPES = {
 }  # fmt: skip
 
 
-# A piece of a mosaic: (file, window of the mosaic it fills, column where it starts in the file).
-Source = tuple[str, Window, int]
+# A piece of a mosaic: (file, window of the mosaic it fills, column where it starts in the file,
+# the file's width and height) - the sizes let GDAL plan reads without opening every file.
+Source = tuple[str, Window, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,11 @@ def cog_options(compress: str, level: int | None, predictor: int | None, overvie
 
 
 def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], tiles: Sequence[Source],
-            overviews: Sequence[str] = (), exact_sources: bool = True) -> str:  # fmt: skip
+            overviews: Sequence[str] = ()) -> str:  # fmt: skip
     """Return a VRT document placing each source (a tile file, or a level in a pyramid file) at its window of ``grid``.
 
     ``overviews`` are VRT files of the overview levels, largest first; GDAL's COG
-    driver copies them instead of computing its own. ``exact_sources`` says each
-    source file is exactly its window (tiles), so GDAL need not open it to know.
+    driver copies them instead of computing its own.
     """
     gdt = GDAL_TYPES[dtype]
     t = grid.transform
@@ -94,9 +94,9 @@ def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], ti
         lines.append(f"    <Description>{escape(name)}</Description>")
         for ov in overviews:
             lines.append(f'    <Overview><SourceFilename relativeToVRT="0">{escape(ov)}</SourceFilename><SourceBand>{b}</SourceBand></Overview>')
-        for path, w, col in tiles:
-            props = (f'<SourceProperties RasterXSize="{w.width}" RasterYSize="{w.height}" DataType="{gdt}" '
-                     f'BlockXSize="{block_size(w.width)}" BlockYSize="{block_size(w.height)}"/>') if exact_sources else ""  # fmt: skip
+        for path, w, col, fw, fh in tiles:
+            props = (f'<SourceProperties RasterXSize="{fw}" RasterYSize="{fh}" DataType="{gdt}" '
+                     f'BlockXSize="{block_size(fw)}" BlockYSize="{block_size(fh)}"/>')  # fmt: skip
             lines.append(
                 f'    <SimpleSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename><SourceBand>{b}</SourceBand>{props}'
                 f'<SrcRect xOff="{col}" yOff="0" xSize="{w.width}" ySize="{w.height}"/>'
@@ -122,7 +122,7 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
     level_vrts = [out.with_name(f".{out.name}.{os.getpid()}.ovr{i}.tiles.vrt") for i in range(len(task.levels))]
     try:
         for path, (grid, tiles) in zip(level_vrts, task.levels, strict=True):
-            path.write_text(vrt_xml(grid, task.dtype, task.nodata, task.band_names, tiles, exact_sources=False), encoding="utf-8")
+            path.write_text(vrt_xml(grid, task.dtype, task.nodata, task.band_names, tiles), encoding="utf-8")
         xml = vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles, [str(p) for p in level_vrts])
         vrt.write_text(xml, encoding="utf-8")
         copy_raster(vrt, tmp, "COG", **task.creation_options)

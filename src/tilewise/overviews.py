@@ -57,17 +57,18 @@ def level_window(window: Window, factor: int) -> Window:
     return Window(r0, c0, math.ceil(window.row_end / factor) - r0, math.ceil(window.col_end / factor) - c0)
 
 
-def pyramid_sources(path: str, window: Window, factors: tuple[int, ...]) -> dict[int, tuple[str, Window, int]]:
-    """Where each level of ``window`` lies in its pyramid file: ``{factor: (path, level window, column offset)}``.
+def pyramid_sources(path: str, window: Window, factors: tuple[int, ...]) -> dict[int, tuple[str, Window, int, int, int]]:
+    """Where each level of ``window`` lies in its pyramid file: ``{factor: (path, level window, column offset, file width, file height)}``.
 
     A pyramid file holds all levels of one tile or region side by side in one raster, so a
     tile costs one extra file, not one per level.
     """
-    out: dict[int, tuple[str, Window, int]] = {}
+    wins = [level_window(window, f) for f in factors]
+    width, height = sum(w.width for w in wins), max((w.height for w in wins), default=0)
+    out: dict[int, tuple[str, Window, int, int, int]] = {}
     col = 0
-    for f in factors:
-        lw = level_window(window, f)
-        out[f] = (path, lw, col)
+    for f, lw in zip(factors, wins, strict=True):
+        out[f] = (path, lw, col, width, height)
         col += lw.width
     return out
 
@@ -78,10 +79,9 @@ def write_pyramid(path: str, window: Window, grid: Grid, levels: dict[int, np.nd
     factors = tuple(levels)
     layout = pyramid_sources(path, window, factors)
     first = levels[factors[0]]
-    height = max(lw.height for _p, lw, _c in layout.values())
-    width = sum(lw.width for _p, lw, _c in layout.values())
+    _p, _w, _c, width, height = layout[factors[0]]
     canvas = np.full((first.shape[0], height, width), nodata, dtype=first.dtype)
-    for f, (_p, lw, col) in layout.items():
+    for f, (_p, lw, col, _fw, _fh) in layout.items():
         canvas[:, : lw.height, col : col + lw.width] = levels[f]
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

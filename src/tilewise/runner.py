@@ -380,7 +380,7 @@ def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: d
         else:
             mosaic = workdir / "mosaic" / f"{it.index}.vrt"
             mosaic.parent.mkdir(parents=True, exist_ok=True)
-            tiles = tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0) for t in it.tiling)
+            tiles = tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0, t.core.width, t.core.height) for t in it.tiling)
             write_json_atomic(mosaic, vrt_xml(it.grid, job.output.dtype, plan.nodata, plan.op.band_names, tiles))
             tasks = [
                 OverviewTask(key=f"{it.index}/ovr/{r.key}", item=it.index, source=str(mosaic), region=r.core, grid=it.grid, factors=factors,
@@ -415,7 +415,8 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         AssembleTask(
             key=_out_key(it.index), item=it.index, output=str(it.output), grid=it.grid, dtype=opts.dtype, nodata=plan.nodata,
             band_names=plan.op.band_names,
-            tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0) for t in it.tiling), creation_options=co,
+            tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0, t.core.width, t.core.height) for t in it.tiling),
+            creation_options=co,
             levels=levels.get(it.index, ()),
         )
         for it in ready
@@ -433,7 +434,7 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         summary.assemble_s += result["seconds"]
         emit(Event("output", n, len(tasks), result["path"], result))
         if not job.keep_tiles:
-            for path in {p for p, _w, _c in task.tiles} | {p for _g, lt in task.levels for p, _w, _c in lt}:
+            for path in {src[0] for src in task.tiles} | {src[0] for _g, lt in task.levels for src in lt}:
                 Path(path).unlink(missing_ok=True)
 
 
