@@ -14,7 +14,7 @@ from typing import Any
 
 from tilewise.errors import InputError, UsageError
 from tilewise.job import ExecutorOptions, InputSpec, ItemSpec, Job, OutputOptions, build_job
-from tilewise.ops.pixel import INDICES, S2_BANDS, normalized_difference
+from tilewise.ops.pixel import INDICES, S2_ROLE_BANDS, normalized_difference
 from tilewise.runner import ProgressFn, RunSummary, run_job
 from tilewise.sources.raster import find_band_by_alias, split_band_spec
 from tilewise.sources.safe import is_safe
@@ -167,8 +167,8 @@ def normdiff_job(
     items_list = []
     for path in paths:
         if is_safe(path):
-            band_a = a if a is not None else S2_BANDS.get(role_a)
-            band_b = b if b is not None else S2_BANDS.get(role_b)
+            band_a = a if a is not None else S2_ROLE_BANDS.get(role_a)
+            band_b = b if b is not None else S2_ROLE_BANDS.get(role_b)
         else:
             band_a = _band_value(a) if a is not None else _alias(path, role_a)
             band_b = _band_value(b) if b is not None else _alias(path, role_b)

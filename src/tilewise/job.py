@@ -23,7 +23,6 @@ from tilewise.sources.raster import BandRef, align_bands, resolve_band
 from tilewise.sources.safe import is_safe, read_safe
 from tilewise.tiling import Tiling, choose_tile_shape
 
-JOB_VERSION = 1
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
 

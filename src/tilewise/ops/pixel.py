@@ -22,7 +22,7 @@ INDICES: dict[str, tuple[str, str, str]] = {
 }
 
 # Sentinel-2 band of each role.
-S2_BANDS: dict[str, str] = {
+S2_ROLE_BANDS: dict[str, str] = {
     "blue": "B02", "green": "B03", "red": "B04", "rededge1": "B05", "rededge2": "B06", "rededge3": "B07",
     "nir": "B08", "nir_narrow": "B8A", "swir1": "B11", "swir2": "B12",
 }  # fmt: skip

@@ -150,12 +150,6 @@ def find_band_by_alias(path: str, role: str) -> int | None:
         return hits[0] if len(hits) == 1 else None
 
 
-def band_count(path: str) -> int:
-    """Return the number of bands of a raster."""
-    with open_read(path) as ds:
-        return int(ds.count)
-
-
 def align_bands(refs: dict[str, BandRef], resampling: str | None) -> dict[str, BandRef]:
     """Check that all bands share the first one's grid, or resample them onto it.
 
