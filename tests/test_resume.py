@@ -89,12 +89,18 @@ def test_kill_during_run_resumes_only_missing_tiles(big: Path, reference: bytes,
 
 def test_second_run_on_same_output_is_refused(big: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.tif"
-    proc = subprocess.Popen(cmd(big, out, "--workers", "1"), start_new_session=True)
+    # Thousands of tiny tiles on one process: the first run surely outlives the second's start.
+    slow = cmd(big, out, "--executor", "serial")
+    slow[slow.index("--tile-size") + 1] = "16"
+    proc = subprocess.Popen(slow, start_new_session=True)
     lock = tmp_path / ".o.tif.tilewise" / "lock"
     deadline = time.time() + 60
     while time.time() < deadline and not (lock.exists() and lock.stat().st_size > 0):
         time.sleep(0.02)
     r = subprocess.run(cmd(big, out), capture_output=True, text=True, timeout=120)
-    proc.wait(timeout=300)
+    still_running = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert still_running, "the first run ended before the check; the test needs a slower first run"
     assert r.returncode == 2
     assert "another tilewise run" in r.stderr and f"pid {proc.pid}" in r.stderr
