@@ -88,16 +88,23 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
     return raw, ok
 
 
+def valid_of(band: np.ndarray, nodata: float | None) -> np.ndarray:
+    """Validity of a band by its nodata value: not nodata and, for floats, not NaN."""
+    if nodata is None or np.isnan(nodata):
+        return ~np.isnan(band) if band.dtype.kind == "f" else np.ones(band.shape, dtype=bool)
+    ok = band != np.asarray(nodata).astype(band.dtype)
+    if band.dtype.kind == "f":
+        ok &= ~np.isnan(band)
+    return ok
+
+
 def _validity(ds: Any, refs: Sequence[BandRef], data: np.ndarray, window: Window) -> np.ndarray:
-    ok = np.ones(data.shape, dtype=bool)
+    ok = np.empty(data.shape, dtype=bool)
     for i, ref in enumerate(refs):
         if ref.use_mask:
             ok[i] = ds.read_masks(ref.band, window=window.to_rasterio()) > 0
-            continue
-        if ref.nodata is not None and not np.isnan(ref.nodata):
-            ok[i] = data[i] != np.asarray(ref.nodata).astype(data.dtype)
-        if data.dtype.kind == "f":
-            ok[i] &= ~np.isnan(data[i])
+        else:
+            ok[i] = valid_of(data[i], ref.nodata)
     return ok
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from affine import Affine
 
 from tilewise.grid import Grid, Window
-from tilewise.io import write_array
+from tilewise.io import valid_of, write_array
 from tilewise.rasterfile import open_read
 from tilewise.tiling import Tiling
 
@@ -87,16 +87,6 @@ def write_pyramid(path: str, window: Window, grid: Grid, levels: dict[int, np.nd
     out.parent.mkdir(parents=True, exist_ok=True)
     lg = level_grid(grid, factors[0]).window_grid(level_window(window, factors[0]))
     write_array(out, canvas, Grid(lg.crs, lg.transform, height, width), nodata, band_names)
-
-
-def valid_of(band: np.ndarray, nodata: float) -> np.ndarray:
-    """Validity of an output band: not nodata, not NaN."""
-    if np.isnan(nodata):
-        return ~np.isnan(band)
-    ok = band != np.asarray(nodata).astype(band.dtype)
-    if band.dtype.kind == "f":
-        ok &= ~np.isnan(band)
-    return ok
 
 
 def compute_levels(out: np.ndarray, factors: tuple[int, ...], dtype: str, nodata: float) -> dict[int, np.ndarray]:

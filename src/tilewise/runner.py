@@ -169,7 +169,7 @@ def _prepare_workdir(job: Job, plan: Plan, workdir: Path, manifest: Manifest, ov
     if not overwrite:
         for it in plan.items:
             rec = state.get(_out_key(it.index))
-            if it.output.exists() and not _output_done(rec, it.output):
+            if it.output.exists() and not output_done(rec, it.output):
                 raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
     write_json_atomic(job_file, {"fingerprint": plan.fingerprint, "job": job.model_dump(mode="json"),
                                  "outputs": [str(it.output) for it in plan.items], "tiles": plan.n_tiles})  # fmt: skip
@@ -179,7 +179,7 @@ def _prepare_workdir(job: Job, plan: Plan, workdir: Path, manifest: Manifest, ov
 
 def _all_outputs_recorded(outputs: Sequence[str], manifest: Manifest) -> bool:
     recs = manifest.latest()
-    return bool(outputs) and all(_output_done(recs.get(_out_key(i)), Path(p)) for i, p in enumerate(outputs))
+    return bool(outputs) and all(output_done(recs.get(_out_key(i)), Path(p)) for i, p in enumerate(outputs))
 
 
 def _clear_workdir(workdir: Path) -> None:
@@ -204,7 +204,8 @@ def _out_key(item: int) -> str:
     return f"{item}/output"
 
 
-def _output_done(rec: dict[str, Any] | None, path: Path) -> bool:
+def output_done(rec: dict[str, Any] | None, path: Path) -> bool:
+    """True when the manifest records ``path`` as written and the file is still the one recorded."""
     if not rec or rec.get("kind") != "output" or not path.exists():
         return False
     st = path.stat()
@@ -327,7 +328,7 @@ def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manife
 def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
          executor: Executor, emit: ProgressFn) -> RunSummary:  # fmt: skip
     all_tasks = _make_tasks(plan, workdir)
-    items_done = {it.index for it in plan.items if _output_done(state.get(_out_key(it.index)), it.output)}
+    items_done = {it.index for it in plan.items if output_done(state.get(_out_key(it.index)), it.output)}
     todo = [t for t in all_tasks if t.item not in items_done and not _tile_done(state.get(t.key))]
     total = len(all_tasks)
     tiles = _Phase(total - len(todo), total)

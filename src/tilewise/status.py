@@ -9,6 +9,7 @@ from typing import Any
 from tilewise.errors import InputError
 from tilewise.job import Job
 from tilewise.manifest import Manifest
+from tilewise.runner import output_done
 
 
 def find_workdir(output: str) -> Path:
@@ -42,12 +43,7 @@ def job_status(output: str) -> dict[str, Any]:
     latest = Manifest(wd).latest()
     tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
     outputs = saved.get("outputs", [])
-    outs_done = 0
-    for i, path in enumerate(outputs):
-        rec = latest.get(f"{i}/output")
-        p = Path(path)
-        if rec and rec.get("kind") == "output" and p.exists() and p.stat().st_size == rec.get("size"):
-            outs_done += 1
+    outs_done = sum(output_done(latest.get(f"{i}/output"), Path(path)) for i, path in enumerate(outputs))
     failed = {k: r.get("error", "") for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
     if outs_done == len(outputs):

@@ -23,7 +23,7 @@ from affine import Affine
 
 from tilewise.grid import Grid
 from tilewise.rasterfile import open_write
-from tilewise.sources.safe import OFFSET_BASELINE, S2_BANDS, normalize_band_name
+from tilewise.sources.safe import OFFSET_BASELINE, S2_BANDS, baseline_tuple, normalize_band_name
 
 # ESA's namespaces of the L2A product and tile metadata (PSD 14.x).
 PSD_PRODUCT_NS = "https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd"
@@ -193,10 +193,10 @@ def scene_dns(
 
 
 def _baseline_tuple(baseline: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d{2})\.(\d{2})", baseline)
-    if not m:
+    parsed = baseline_tuple(baseline) if re.fullmatch(r"\d{2}\.\d{2}", baseline) else None
+    if parsed is None:
         raise ValueError(f"baseline must look like '05.11', got {baseline!r}")
-    return int(m.group(1)), int(m.group(2))
+    return parsed
 
 
 def _sensing_time(sensing: datetime | str) -> datetime:

@@ -137,7 +137,7 @@ class SafeProduct:
             )
         if key in self.offsets:
             add = self.offsets[key]
-        elif (_baseline_tuple(self.baseline) or OFFSET_BASELINE) >= OFFSET_BASELINE:
+        elif (baseline_tuple(self.baseline) or OFFSET_BASELINE) >= OFFSET_BASELINE:
             raise InputError(
                 f"{str(Path(self.path) / 'MTD_MSIL2A.xml')!r} (processing baseline {self.baseline}) "
                 f"has no BOA_ADD_OFFSET for {key}",
@@ -229,7 +229,7 @@ def read_safe(path: str | Path) -> SafeProduct:
     baseline = _read_baseline(root, p, mtd)
     quantification = _read_quantification(root, mtd)
     offsets = _read_offsets(root, mtd)
-    if not offsets and (_baseline_tuple(baseline) or OFFSET_BASELINE) >= OFFSET_BASELINE:
+    if not offsets and (baseline_tuple(baseline) or OFFSET_BASELINE) >= OFFSET_BASELINE:
         raise InputError(
             f"{str(mtd)!r} is processing baseline {baseline} but has no BOA_ADD_OFFSET_VALUES_LIST",
             "from baseline 04.00 on, reflectance is (DN + BOA_ADD_OFFSET) / BOA_QUANTIFICATION_VALUE and without the offsets "
@@ -314,7 +314,8 @@ def _first_text(root: ET.Element, *names: str) -> tuple[str, str] | None:
     return None
 
 
-def _baseline_tuple(baseline: str) -> tuple[int, int] | None:
+def baseline_tuple(baseline: str) -> tuple[int, int] | None:
+    """Parse a processing baseline ``"NN.NN"`` into ``(major, minor)``, or None when malformed."""
     m = _BASELINE.match(baseline)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
