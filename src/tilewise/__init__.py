@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("ndvi", "normdiff", "calc", "run", "load_job_file")
+_API = ("ndvi", "normdiff", "calc", "focal", "run", "load_job_file")
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from tilewise.info import describe
 
         return describe
+    if name in ("split", "merge"):
+        from tilewise import sheets
+
+        return getattr(sheets, name)
     if name == "status":
         from tilewise.status import job_status
 
@@ -37,4 +41,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tilewise' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, "TilewiseError", "quicklook", "describe", "status"]
+__all__ = ["__version__", *_API, "TilewiseError", "quicklook", "describe", "status", "split", "merge"]

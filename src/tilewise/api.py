@@ -185,6 +185,52 @@ def normdiff_job(
     return build_job(command=index, expression=expression, band_name=label, items=tuple(items_list), output_root=root or ".", batch=batch, **common)
 
 
+def focal_job(
+    inputs: Sequence[str] = (),
+    output: str = "",
+    *,
+    stat: str = "mean",
+    size: int | None = None,
+    radius: int | None = None,
+    edge: str = "nodata",
+    min_valid: float = 0.0,
+    subtract: bool = False,
+    bands: Sequence[int] | None = None,
+    mosaic: bool = False,
+    from_list: str | None = None,
+    **options: Any,
+) -> Job:
+    """Build a focal-statistics job; see :func:`focal` for the parameters."""
+    from pydantic import ValidationError
+
+    from tilewise.job import FocalSpec
+    from tilewise.job_focal import validate_focal
+
+    try:
+        spec = FocalSpec(stat=stat, size=size, radius=radius, edge=edge, min_valid=min_valid, subtract=subtract,
+                         bands=tuple(bands) if bands else None, mosaic=mosaic)  # fmt: skip
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UsageError(f"invalid focal option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    fp = validate_focal(spec)
+    if not output:
+        raise UsageError("no output given", "add -o OUT.tif (or -o OUTDIR/ for many inputs or --mosaic)")
+    common = _validated_common(options)
+    paths = expand_inputs(inputs, from_list)
+    batch = _is_batch(paths, output)
+    if mosaic and (not batch or Path(output).suffix.lower() in RASTER_SUFFIXES):
+        raise UsageError("--mosaic writes one output per sheet, so -o must be a directory", "end the output with a slash, e.g. -o filtered/")
+    suffix = f"{'relief_' if subtract else ''}{stat}_{fp.describe()}"
+    items = tuple(ItemSpec(inputs=(InputSpec(name="input", path=p),), output=str(Path(output) / f"{_stem(p)}_{suffix}.tif") if batch else output)
+                  for p in paths)  # fmt: skip
+    outs = [it.output for it in items]
+    if len(set(outs)) < len(outs):
+        dup = next(o for o in outs if outs.count(o) > 1)
+        raise UsageError(f"two inputs would both write {dup!r}", "inputs in a batch need different file names")
+    root = output.rstrip("/") if batch else output
+    return build_job(command="focal", band_name=f"{stat} {fp.describe()}", focal=spec, items=items, output_root=root or ".", batch=batch, **common)
+
+
 def _alias(path: str, role: str) -> int | None:
     if role in ("red", "nir"):
         return find_band_by_alias(path, role)
@@ -343,6 +389,61 @@ def calc(
     return _finish(run_job(job, overwrite=overwrite, progress=progress), as_xarray)
 
 
+def focal(
+    input: str | Sequence[str] | None = None,
+    output: str = "",
+    *,
+    stat: str = "mean",
+    size: int | None = None,
+    radius: int | None = None,
+    edge: str = "nodata",
+    min_valid: float = 0.0,
+    subtract: bool = False,
+    bands: Sequence[int] | None = None,
+    mosaic: bool = False,
+    overwrite: bool = False,
+    as_xarray: bool = False,
+    progress: ProgressFn | None = None,
+    **options: Any,
+) -> Any:
+    """Focal (moving-window) statistics, nodata-aware and seamless across tiles and map sheets.
+
+    Parameters
+    ----------
+    input
+        A raster, several, a glob or a directory; with ``mosaic`` the adjacent sheets.
+    output
+        Output GeoTIFF (COG), or a directory for many inputs (``<stem>_<stat>_<window>.tif``).
+    stat
+        mean, sum, min, max, std, variance (population), range, median or count (valid cells).
+    size, radius
+        The window: a ``size`` x ``size`` square (odd) or a disc of ``radius`` pixels; give one.
+    edge
+        ``nodata`` (pixels whose window leaves the raster are nodata), ``partial``
+        (statistic of the part inside), ``reflect`` or ``nearest`` (scipy.ndimage modes).
+    min_valid
+        Fraction (0-1) of the window's cells that must be valid, else nodata.
+    subtract
+        Write ``value - statistic`` (local relief / high-pass).
+    bands
+        1-based bands to filter (default all), one output band each.
+    mosaic
+        Treat the inputs as adjacent map sheets of one surface: seams use the
+        neighbours' pixels; one output per sheet with the sheet's extent.
+    overwrite, as_xarray, progress, **options
+        As for :func:`ndvi`.
+
+    Returns
+    -------
+    str or list of str or xarray.DataArray
+        The output path(s), or arrays when ``as_xarray``.
+    """
+    inputs = [input] if isinstance(input, str) else list(input or [])
+    job = focal_job(inputs, output, stat=stat, size=size, radius=radius, edge=edge, min_valid=min_valid, subtract=subtract,
+                    bands=bands, mosaic=mosaic, **options)  # fmt: skip
+    return _finish(run_job(job, overwrite=overwrite, progress=progress), as_xarray)
+
+
 def load_job_file(path: str) -> Job:
     """Load a job from a TOML, YAML or JSON file (the same object the CLI builds).
 
@@ -396,8 +497,12 @@ def job_from_options(data: dict[str, Any], source: str = "job file") -> Job:
             inputs = data.pop("inputs", data.pop("input", []))
             inputs = [inputs] if isinstance(inputs, str) else inputs
             return normdiff_job(inputs, data.pop("output", ""), **data)
+        if command == "focal":
+            inputs = data.pop("inputs", data.pop("input", []))
+            inputs = [inputs] if isinstance(inputs, str) else inputs
+            return focal_job(inputs, data.pop("output", ""), **data)
         if command == "calc":
             return calc_job(data.pop("expression", ""), data.pop("inputs", {}), data.pop("output", ""), **data)
     except TypeError as exc:
         raise UsageError(f"{source}: {exc}", "see docs/jobs.md for the options of each command") from None
-    raise UsageError(f"{source}: unknown command {command!r}", "use command = \"ndvi\", \"normdiff\" or \"calc\"")
+    raise UsageError(f"{source}: unknown command {command!r}", "use command = \"ndvi\", \"normdiff\", \"calc\" or \"focal\"")

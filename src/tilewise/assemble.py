@@ -20,13 +20,7 @@ import numpy as np
 
 from tilewise.grid import Grid, Window
 from tilewise.io import block_size
-from tilewise.rasterfile import copy_raster, fsync_dir
-
-GDAL_TYPES = {
-    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
-    "int32": "Int32", "float32": "Float32", "float64": "Float64",
-}  # fmt: skip
-
+from tilewise.rasterfile import GDAL_TYPES, copy_raster, fsync_dir
 
 # A piece of a mosaic: (file, window of the mosaic it fills, column where it starts in the file,
 # the file's width and height) - the sizes let GDAL plan reads without opening every file.

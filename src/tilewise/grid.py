@@ -31,6 +31,10 @@ class Window:
         """Return the window grown by ``halo`` pixels on every side."""
         return Window(self.row_off - halo, self.col_off - halo, self.height + 2 * halo, self.width + 2 * halo)
 
+    def shift(self, rows: int, cols: int) -> Window:
+        """The same window moved by (rows, cols)."""
+        return Window(self.row_off + rows, self.col_off + cols, self.height, self.width)
+
     def intersection(self, other: Window) -> Window | None:
         """Return the overlap of two windows, or None when they do not overlap."""
         r0, c0 = max(self.row_off, other.row_off), max(self.col_off, other.col_off)

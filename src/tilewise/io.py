@@ -37,16 +37,17 @@ def read_tile(refs: Mapping[str, BandRef], window: Window, dtype: np.dtype) -> T
     """Read ``window`` (in the inputs' common grid) of every input band.
 
     Bands of the same file are read in one call so each block is decoded once.
+    A band with an ``origin`` (a sheet of a mosaic) is read at the window moved there.
     """
-    by_file: dict[tuple[str, object, str], list[str]] = defaultdict(list)
+    by_file: dict[tuple[str, object, str, tuple[int, int]], list[str]] = defaultdict(list)
     for name, ref in refs.items():
-        by_file[(ref.path, ref.warp_to, ref.resampling)].append(name)
+        by_file[(ref.path, ref.warp_to, ref.resampling, ref.origin)].append(name)
     values: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
     nbytes = 0
-    for (path, _warp, _res), names in by_file.items():
+    for (path, _warp, _res, origin), names in by_file.items():
         group = [refs[n] for n in names]
-        raw, ok = _read_group(path, group, window)
+        raw, ok = _read_group(path, group, window.shift(*origin))
         nbytes += raw.nbytes
         for i, (name, ref) in enumerate(zip(names, group, strict=True)):
             values[name] = _scaled(raw[i], ref, dtype)

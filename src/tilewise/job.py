@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tilewise.errors import ExpressionError, UsageError
 from tilewise.grid import Grid
+from tilewise.ops.base import Operation
 from tilewise.ops.pixel import ExpressionOp
 from tilewise.sources.raster import BandRef, align_bands, resolve_band
 from tilewise.sources.safe import is_safe, read_safe
@@ -75,6 +76,19 @@ class OutputOptions(_Model):
         return v
 
 
+class FocalSpec(_Model):
+    """A focal-statistics op: statistic, window (``size`` K or ``radius`` R), edges, nodata rules, bands."""
+
+    stat: str
+    size: int | None = None
+    radius: int | None = None
+    edge: str = "nodata"
+    min_valid: float = 0.0
+    subtract: bool = False
+    bands: tuple[int, ...] | None = None
+    mosaic: bool = False
+
+
 class ExecutorOptions(_Model):
     """Where tasks run; not part of the fingerprint (moving a job does not change it)."""
 
@@ -88,8 +102,9 @@ class Job(_Model):
 
     version: Literal[1] = 1
     command: str
-    expression: str
-    band_name: str
+    expression: str = ""
+    band_name: str = ""
+    focal: FocalSpec | None = None
     items: tuple[ItemSpec, ...]
     output: OutputOptions = OutputOptions()
     tile_size: int | None = None
@@ -153,7 +168,7 @@ class Plan:
     """A Job resolved against the files."""
 
     job: Job
-    op: ExpressionOp
+    op: Operation
     items: tuple[ItemPlan, ...]
     work_dtype: str
     nodata: float
@@ -202,6 +217,10 @@ def default_nodata(dtype: str, refs: dict[str, BandRef]) -> float:
 
 def plan_job(job: Job) -> Plan:
     """Resolve every input of ``job``, check grids and names, cut tiles."""
+    if job.focal is not None:
+        from tilewise.job_focal import plan_focal
+
+        return plan_focal(job, job.focal)
     op = ExpressionOp(job.expression, name=job.command, band_name=job.band_name)
     work_dtype = "float64" if job.output.dtype == "float64" else "float32"
     items: list[ItemPlan] = []
@@ -222,13 +241,17 @@ def plan_job(job: Job) -> Plan:
         if nodata is None and i == 0:
             nodata = default_nodata(job.output.dtype, refs)
     assert nodata is not None
-    _check_nodata_fits(nodata, job.output.dtype)
+    check_nodata_fits(nodata, job.output.dtype)
+    return Plan(job, op, tuple(items), work_dtype, nodata, fingerprint(job, identities, items))
+
+
+def fingerprint(job: Job, identities: list[Any], items: list[ItemPlan]) -> str:
+    """A hash of what decides the output bytes: the job, its inputs' identities and the tile shapes."""
     payload = {"job": job.fingerprint_payload(), "inputs": identities, "tile_shapes": [[it.tiling.tile_height, it.tiling.tile_width] for it in items]}
-    fp = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-    return Plan(job, op, tuple(items), work_dtype, nodata, fp)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_nodata_fits(nodata: float, dtype: str) -> None:
+def check_nodata_fits(nodata: float, dtype: str) -> None:
     dt = np.dtype(dtype)
     if dt.kind in "iu":
         info = np.iinfo(dt)

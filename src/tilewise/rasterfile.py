@@ -27,6 +27,12 @@ GDAL_ENV: dict[str, Any] = {
 }
 
 
+# numpy dtype name -> GDAL data type name, for VRT XML.
+GDAL_TYPES = {
+    "uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+    "int32": "Int32", "float32": "Float32", "float64": "Float64",
+}  # fmt: skip
+
 def _looks_like_gdal_name(path: str) -> bool:
     return path.startswith(("/vsi", "netcdf:", "NETCDF:", "HDF5:", "HDF4", "GTIFF_DIR:")) or "://" in path
 

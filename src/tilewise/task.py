@@ -16,7 +16,7 @@ import numpy as np
 
 from tilewise.grid import Grid
 from tilewise.io import read_tile, to_output, write_tile
-from tilewise.ops.base import Operation
+from tilewise.ops.base import Operation, TileContext
 from tilewise.overviews import compute_levels, write_pyramid
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
@@ -62,9 +62,12 @@ def run_task(task: Task) -> dict[str, Any]:
     work = np.dtype(task.work_dtype)
     arrays = read_tile(task.refs, task.tile.read, work)
     t1 = time.perf_counter()
-    data, valid = task.op.compute(arrays.values, arrays.valid, work)
+    ref = next(iter(task.refs.values()))
+    read = task.tile.read
+    ctx = TileContext(read.row_off + ref.origin[0], read.col_off + ref.origin[1], ref.out_grid.height, ref.out_grid.width)
+    data, valid = task.op.compute(arrays.values, arrays.valid, work, ctx)
     halo = task.op.halo
-    if halo:
+    if halo and data.shape[-2:] == (read.height, read.width):
         data = data[:, halo:-halo, halo:-halo]
         valid = valid[:, halo:-halo, halo:-halo]
     out = to_output(data, valid, task.out_dtype, task.nodata)

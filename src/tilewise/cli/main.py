@@ -198,6 +198,41 @@ def calc(ctx: click.Context, expression: str, inputs: tuple[str, ...], output: s
     _run(ctx, job, overwrite)
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs or --mosaic (<stem>_<stat>_<window>.tif).")
+@click.option("--stat", default="mean", show_default=True, help="mean, sum, min, max, std, variance, range, median or count (valid cells).")
+@click.option("--size", type=int, default=None, help="Square window of K x K pixels (odd K).")
+@click.option("--radius", type=int, default=None, help="Circular window of radius R pixels (instead of --size).")
+@click.option("--edge", default="nodata", show_default=True,
+              help="Where the window leaves the raster: nodata, partial (use the part inside), reflect or nearest.")
+@click.option("--min-valid", type=float, default=0.0, show_default=True, help="Fraction of the window that must be valid, else nodata.")
+@click.option("--subtract-from-input", "subtract", is_flag=True, help="Write value - statistic (local relief / high-pass).")
+@click.option("--band", "bands", type=int, multiple=True, help="1-based band to filter (repeatable; default all bands).")
+@click.option("--mosaic", is_flag=True, help="Inputs are adjacent map sheets: filter them as one surface, one output per sheet.")
+@click.option("--from-list", type=str, default=None, help="Text file with one input path per line.")
+@job_options
+@click.pass_context
+def focal(ctx: click.Context, inputs: tuple[str, ...], output: str, stat: str, size: int | None, radius: int | None, edge: str,
+          min_valid: float, subtract: bool, bands: tuple[int, ...], mosaic: bool, from_list: str | None, overwrite: bool, **kw: Any) -> None:  # fmt: skip
+    """Focal (moving-window) statistics, nodata-aware, seamless across tiles and sheets.
+
+    The window's halo is read automatically; masked pixels are left out of every
+    statistic. Square windows cost the same per pixel at any size.
+
+    \b
+    tilewise focal dem.tif -o smooth.tif --stat mean --size 51
+    tilewise focal dem.tif -o relief.tif --size 81 --subtract-from-input
+    tilewise focal dem.tif -o rough.tif --stat std --radius 5 --min-valid 0.5
+    tilewise focal sheet_*.tif -o filtered/ --mosaic --size 101
+    """
+    from tilewise.api import focal_job
+
+    job = focal_job(list(inputs), output, stat=stat, size=size, radius=radius, edge=edge, min_valid=min_valid, subtract=subtract,
+                    bands=bands or None, mosaic=mosaic, from_list=from_list, **_options(kw))  # fmt: skip
+    _run(ctx, job, overwrite)
+
+
 @cli.command("run")
 @click.argument("job_file")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over.")
@@ -277,6 +312,12 @@ def quicklook(raster: str, output: str, band: int, cmap: str, vmin: float | None
     from tilewise.quicklook import quicklook as ql
 
     click.echo(str(ql(raster, output, band=band, cmap=cmap, vmin=vmin, vmax=vmax, max_size=max_size, title=title)))
+
+
+from tilewise.cli.sheets import merge_cmd, split_cmd  # noqa: E402  (the commands live beside the group)
+
+cli.add_command(split_cmd)
+cli.add_command(merge_cmd)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

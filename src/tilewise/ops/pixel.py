@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tilewise.expr import Expression, parse
+from tilewise.ops.base import TileContext
 
 # Normalized-difference indices: name -> (first, second, description) for (a - b) / (a + b).
 # The band roles are named; a Sentinel-2 product maps them to its band names below.
@@ -73,7 +74,7 @@ class ExpressionOp:
         return (self.band_name or self.name,)
 
     def compute(
-        self, arrays: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray], dtype: np.dtype
+        self, arrays: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray], dtype: np.dtype, ctx: TileContext | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate the expression on one tile; see :meth:`Operation.compute`."""
         names = self.inputs

@@ -53,6 +53,9 @@ class BandRef:
         (size, mtime_ns) of the file, so a changed input is detected on resume.
     warp_to
         When set, the band is resampled onto this grid with ``resampling``.
+    origin
+        (row, col) in the band's grid of the job grid's pixel (0, 0): a map sheet's
+        place in the mosaic it is read from; (0, 0) otherwise.
     """
 
     path: str
@@ -68,6 +71,7 @@ class BandRef:
     identity: tuple[int, int] = (0, 0)
     warp_to: Grid | None = None
     resampling: str = "nearest"
+    origin: tuple[int, int] = (0, 0)
     description: str = field(default="", compare=False)
 
     @property

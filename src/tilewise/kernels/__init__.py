@@ -1,0 +1,1 @@
+"""Array kernels: pure functions on numpy arrays, no I/O."""

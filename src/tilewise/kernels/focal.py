@@ -1,0 +1,396 @@
+"""Nodata-aware focal (moving-window) statistics on one array, tile-invariant.
+
+Square windows are separable: a row pass then a column pass of window sums (or
+minima/maxima) with the van Herk / Gil-Werman scheme, O(1) per pixel whatever
+the window size. Each window of length K is the suffix of one block plus the
+prefix of the next, with blocks of length K anchored at multiples of K in the
+*global* grid (``origin`` gives the array's place in it). Every result is
+therefore computed from the same values in the same order wherever a tile
+starts, so tiled output is bit-identical to whole-raster output (promise 1),
+while a running sum restarted at each tile's edge would not be.
+
+Circular windows are the union of horizontal runs, one per row offset: the row
+sums of each run width are computed once and added row by row, O(radius) per
+pixel. The median keeps every value of the window, O(K²) per pixel.
+
+All sums run in float64 with masked pixels as 0 and valid pixels counted; float32
+values squared are exact in float64. The kernels are compiled with numba
+(``cache=True``), without fastmath so the order of operations is the one written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numba
+import numpy as np
+
+STATS = ("mean", "sum", "min", "max", "std", "variance", "range", "median", "count")
+SHAPES = ("square", "circle")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A window: a K×K square (``size`` K, odd) or a disc of ``radius`` R (cells with dx² + dy² ≤ R²)."""
+
+    shape: str
+    radius: int
+
+    @classmethod
+    def square(cls, size: int) -> Footprint:
+        return cls("square", size // 2)
+
+    @classmethod
+    def circle(cls, radius: int) -> Footprint:
+        return cls("circle", radius)
+
+    @property
+    def size(self) -> int:
+        """Edge of the bounding square, 2R + 1."""
+        return 2 * self.radius + 1
+
+    @cached_property
+    def half_widths(self) -> tuple[int, ...]:
+        """Half-width of the window's run on each row offset -R..R."""
+        r = self.radius
+        if self.shape == "square":
+            return (r,) * (2 * r + 1)
+        return tuple(math.isqrt(r * r - dy * dy) for dy in range(-r, r + 1))
+
+    @property
+    def cells(self) -> int:
+        """Number of cells in the window."""
+        return sum(2 * w + 1 for w in self.half_widths)
+
+    def mask(self) -> np.ndarray:
+        """The window as a boolean (K, K) array."""
+        r = self.radius
+        m = np.zeros((self.size, self.size), dtype=bool)
+        for i, w in enumerate(self.half_widths):
+            m[i, r - w : r + w + 1] = True
+        return m
+
+    def describe(self) -> str:
+        return f"{self.size}x{self.size}" if self.shape == "square" else f"r{self.radius}"
+
+
+# ---------------------------------------------------------------- compiled 1-D passes
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_pass(x: np.ndarray, k: int, c0: int, op: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """out[i, j] = reduce(x[i, j:j+k]) with blocks of k anchored at global column multiples of k.
+
+    op 0 = sum, 1 = min, 2 = max.
+    """
+    h, w = x.shape
+    m = w - k + 1
+    pre = np.empty(w)
+    suf = np.empty(w)
+    for i in range(h):
+        acc = 0.0
+        for j in range(w):
+            v = x[i, j]
+            if (c0 + j) % k == 0:
+                acc = v
+            elif op == 0:
+                acc = acc + v
+            elif op == 1:
+                acc = min(acc, v)
+            else:
+                acc = max(acc, v)
+            pre[j] = acc
+        for j in range(w - 1, -1, -1):
+            v = x[i, j]
+            if (c0 + j + 1) % k == 0 or j == w - 1:
+                acc = v
+            elif op == 0:
+                acc = acc + v
+            elif op == 1:
+                acc = min(acc, v)
+            else:
+                acc = max(acc, v)
+            suf[j] = acc
+        for j in range(m):
+            if (c0 + j) % k == 0:
+                out[i, j] = suf[j]
+            elif op == 0:
+                out[i, j] = suf[j] + pre[j + k - 1]
+            elif op == 1:
+                out[i, j] = min(suf[j], pre[j + k - 1])
+            else:
+                out[i, j] = max(suf[j], pre[j + k - 1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _moment_rows(values: np.ndarray, valid: np.ndarray, k: int, c0: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Row pass of the window count, sum and sum of squares of valid cells, in one sweep.
+
+    ``out`` has shape (n, h, w - k + 1) with n = 1 (count), 2 (+ sum) or 3 (+ squares).
+    ``c0`` is the global column of column 0, taken modulo k.
+    """
+    n = out.shape[0]
+    h, w = values.shape
+    m = w - k + 1
+    pre = np.empty((3, w))
+    suf = np.empty((3, w))
+    for i in range(h):
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        phase = c0 % k
+        for j in range(w):
+            t0 = 0.0
+            t1 = 0.0
+            if valid[i, j]:
+                t0 = 1.0
+                t1 = np.float64(values[i, j])
+            if phase == 0:
+                a0 = t0
+                a1 = t1
+                a2 = t1 * t1
+            else:
+                a0 += t0
+                a1 += t1
+                if n > 2:
+                    a2 += t1 * t1
+            pre[0, j] = a0
+            pre[1, j] = a1
+            pre[2, j] = a2
+            phase += 1
+            if phase == k:
+                phase = 0
+        # phase of the last column: (c0 + w - 1) % k; a block ends where the phase is k - 1
+        phase = (c0 + w - 1) % k
+        for j in range(w - 1, -1, -1):
+            t0 = 0.0
+            t1 = 0.0
+            if valid[i, j]:
+                t0 = 1.0
+                t1 = np.float64(values[i, j])
+            if phase == k - 1 or j == w - 1:
+                a0 = t0
+                a1 = t1
+                a2 = t1 * t1
+            else:
+                a0 += t0
+                a1 += t1
+                if n > 2:
+                    a2 += t1 * t1
+            suf[0, j] = a0
+            suf[1, j] = a1
+            suf[2, j] = a2
+            phase -= 1
+            if phase < 0:
+                phase = k - 1
+        for q in range(n):
+            phase = c0 % k
+            for j in range(m):
+                if phase == 0:
+                    out[q, i, j] = suf[q, j]
+                else:
+                    out[q, i, j] = suf[q, j] + pre[q, j + k - 1]
+                phase += 1
+                if phase == k:
+                    phase = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _col_pass(x: np.ndarray, k: int, r0: int, op: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Column pass over stacked arrays x (n, h, w) -> out (n, h - k + 1, w), blocks anchored at global row multiples of k.
+
+    Works one block of rows at a time: the block's suffix reductions (a k-row
+    buffer) plus a running prefix over the next block, so memory stays small and is read in order.
+    """
+    n, h, w = x.shape
+    m = h - k + 1
+    suf = np.empty((k, w))
+    run = np.empty(w)
+    for q in range(n):
+        s = -(r0 % k)
+        while s < m:
+            lo = max(s, 0)
+            hi = min(s + k - 1, m - 1)
+            e = s + k - 1
+            for rr in range(e, lo - 1, -1):
+                t = rr - s
+                for j in range(w):
+                    v = x[q, rr, j]
+                    if rr == e:
+                        suf[t, j] = v
+                    elif op == 0:
+                        suf[t, j] = suf[t + 1, j] + v
+                    elif op == 1:
+                        suf[t, j] = min(suf[t + 1, j], v)
+                    else:
+                        suf[t, j] = max(suf[t + 1, j], v)
+            if lo == s:
+                for j in range(w):
+                    out[q, s, j] = suf[0, j]
+            for t in range(1, hi - s + 1):
+                pr = s + k + t - 1
+                for j in range(w):
+                    v = x[q, pr, j]
+                    if t == 1:
+                        run[j] = v
+                    elif op == 0:
+                        run[j] = run[j] + v
+                    elif op == 1:
+                        run[j] = min(run[j], v)
+                    else:
+                        run[j] = max(run[j], v)
+                if s + t >= lo:
+                    i = s + t
+                    for j in range(w):
+                        if op == 0:
+                            out[q, i, j] = suf[t, j] + run[j]
+                        elif op == 1:
+                            out[q, i, j] = min(suf[t, j], run[j])
+                        else:
+                            out[q, i, j] = max(suf[t, j], run[j])
+            s += k
+
+
+@numba.njit(cache=True, nogil=True)
+def _median(x: np.ndarray, ok: np.ndarray, mask: np.ndarray, need: int, out: np.ndarray, cnt: np.ndarray) -> None:  # pragma: no cover
+    kh, kw = mask.shape
+    h, w = out.shape
+    buf = np.empty(kh * kw)
+    for i in range(h):
+        for j in range(w):
+            n = 0
+            for a in range(kh):
+                for b in range(kw):
+                    if mask[a, b] and ok[i + a, j + b]:
+                        buf[n] = x[i + a, j + b]
+                        n += 1
+            cnt[i, j] = n
+            out[i, j] = np.median(buf[:n]) if n >= need and n > 0 else np.nan
+
+
+_OPS = {"sum": 0, "min": 1, "max": 2}
+
+
+def _pos_mod(origin: int, k: int) -> int:
+    # numba's % follows C for negative numbers; give it a non-negative anchor with the same residue.
+    return origin % k
+
+
+def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], how: str) -> np.ndarray:
+    """Reduce ``x`` (float64, h×w) over every full window: result (h - 2R, w - 2R).
+
+    ``how`` is ``sum``, ``min`` or ``max``; ``origin`` is the global (row, col) of
+    ``x[0, 0]``, which fixes where accumulations restart.
+    """
+    op = _OPS[how]
+    r = footprint.radius
+    h, w = x.shape
+    oh, ow = h - 2 * r, w - 2 * r
+    if footprint.shape == "square":
+        k = 2 * r + 1
+        rows = np.empty((h, ow))
+        _row_pass(x, k, _pos_mod(origin[1], k), op, rows)
+        out = np.empty((1, oh, ow))
+        _col_pass(rows[None], k, _pos_mod(origin[0], k), op, out)
+        return out[0]
+    out = np.zeros((oh, ow)) if op == 0 else np.full((oh, ow), np.inf if op == 1 else -np.inf)
+    widths = footprint.half_widths
+    combine = {0: np.add, 1: np.minimum, 2: np.maximum}[op]
+    for hw in sorted(set(widths)):
+        k = 2 * hw + 1
+        runs = np.empty((h, w - k + 1))
+        _row_pass(x, k, _pos_mod(origin[1], k), op, runs)
+        part = runs[:, r - hw : r - hw + ow]
+        for dy, wd in enumerate(widths):
+            if wd == hw:
+                combine(out, part[dy : dy + oh], out=out)
+    return out
+
+
+@dataclass
+class FocalResult:
+    """A statistic over every full window and the count of valid cells in each."""
+
+    values: np.ndarray
+    count: np.ndarray
+
+
+def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, origin: tuple[int, int], n: int) -> np.ndarray:
+    """Per window: count of valid cells, their sum (n >= 2) and sum of squares (n == 3); shape (n, h - 2R, w - 2R)."""
+    r = footprint.radius
+    h, w = values.shape
+    oh, ow = h - 2 * r, w - 2 * r
+    if footprint.shape == "square":
+        k = 2 * r + 1
+        rows = np.empty((n, h, ow))
+        _moment_rows(values, valid, k, _pos_mod(origin[1], k), rows)
+        out = np.empty((n, oh, ow))
+        _col_pass(rows, k, _pos_mod(origin[0], k), 0, out)
+        return out
+    x = np.where(valid, values, 0.0).astype(np.float64, copy=False)
+    terms = [valid.astype(np.float64), x, x * x][:n]
+    return np.stack([window_reduce(t, footprint, origin, "sum") for t in terms])
+
+
+def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint: Footprint, origin: tuple[int, int], min_count: int = 1) -> FocalResult:
+    """Compute ``stat`` over the window around every pixel whose window lies inside the arrays.
+
+    Parameters
+    ----------
+    values, valid
+        2-D arrays (h, w); masked cells are excluded from every statistic.
+    stat
+        One of :data:`STATS`. ``variance``/``std`` are population (ddof 0) values.
+    footprint
+        The window.
+    origin
+        Global (row, col) of ``values[0, 0]``.
+    min_count
+        Fewest valid cells a window needs; windows with fewer give NaN
+        (``count`` itself is always given).
+
+    Returns
+    -------
+    FocalResult
+        float64 ``values`` of shape (h - 2R, w - 2R), NaN where too few cells
+        were valid, and the valid-cell ``count``.
+    """
+    if stat not in STATS:
+        raise ValueError(f"unknown statistic {stat!r}")
+    need = max(min_count, 1)
+    n = {"count": 1, "sum": 2, "mean": 2, "std": 3, "variance": 3}.get(stat, 1)
+    mom = window_moments(values, valid, footprint, origin, n)
+    count = mom[0]
+    if stat == "count":
+        return FocalResult(count.copy(), count)
+    if stat == "median":
+        out = np.empty(count.shape)
+        cnt = np.empty(count.shape, dtype=np.int64)
+        _median(values, valid, footprint.mask(), need, out, cnt)
+        return FocalResult(out, count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if stat == "sum":
+            res = mom[1]
+        elif stat == "mean":
+            res = mom[1] / count
+        elif stat in ("std", "variance"):
+            s1, s2 = mom[1], mom[2]
+            res = np.maximum(s2 - s1 * s1 / count, 0.0) / count
+            if stat == "std":
+                res = np.sqrt(res)
+        else:
+            lo = hi = None
+            if stat in ("min", "range"):
+                lo = window_reduce(np.where(valid, values, np.inf).astype(np.float64, copy=False), footprint, origin, "min")
+            if stat in ("max", "range"):
+                hi = window_reduce(np.where(valid, values, -np.inf).astype(np.float64, copy=False), footprint, origin, "max")
+            if stat == "min":
+                res = lo
+            elif stat == "max":
+                res = hi
+            else:
+                assert lo is not None and hi is not None
+                res = hi - lo
+    return FocalResult(np.where(count >= need, res, np.nan), count)
