@@ -19,9 +19,6 @@ from tilewise.sources.mosaic import Mosaic, read_sheets, write_vrt
 from tilewise.sources.raster import BandRef, resolve_band
 from tilewise.tiling import Tiling, choose_tile_shape
 
-# Windows of radius above this get 2048-pixel default tiles, so the halo read stays a small share.
-LARGE_RADIUS = 32
-
 
 def validate_focal(spec: FocalSpec) -> Footprint:
     """Check a focal spec and return its window; every problem is a one-line :class:`UsageError`."""
@@ -102,8 +99,9 @@ def plan_focal(job: Job, spec: FocalSpec) -> Plan:
             refs = {n: replace(resolve_band(vrt, r.band, r.label), origin=at, identity=r.identity, block_shape=r.block_shape) for n, r in refs.items()}
         else:
             _check_fits(fp, grid.height, grid.width, f"{path!r}")
-        tile = job.tile_size if job.tile_size is not None or fp.radius <= LARGE_RADIUS else 2048
-        th, tw = choose_tile_shape(grid, tile, blocks)
+        # Default 1024-pixel tiles even for large windows: measured, 2048 tiles halve the kernel's
+        # speed (its buffers leave the cache), more than the smaller halo share saves.
+        th, tw = choose_tile_shape(grid, job.tile_size, blocks)
         items.append(ItemPlan(i, Path(item.output), refs, grid, Tiling.for_grid(grid, th, tw, halo=fp.radius)))
         identities.append({n: [path, r.band, list(r.identity)] for n, r in refs.items()})
     assert op is not None
