@@ -32,7 +32,9 @@ lint: $(STAMP)
 
 ## bench: performance comparisons against peer tools (not part of make test)
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/ndvi_bench.py
+	$(PY) bench/focal_bench.py
 
 clean:
 	rm -rf demo-output bench/work .pytest_cache .mypy_cache .ruff_cache
