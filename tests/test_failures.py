@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import two_band_scene, write_raster
 from tilewise.rasterfile import open_read
+
+pytestmark = pytest.mark.faults
 
 
 def damage_block(path: Path, row: int, col: int) -> None:

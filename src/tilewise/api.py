@@ -32,11 +32,18 @@ def expand_inputs(inputs: Sequence[str], from_list: str | None = None) -> list[s
     """
     raw = list(inputs)
     if from_list is not None:
+        if not isinstance(from_list, str):
+            raise UsageError(f"--from-list {_short_repr(from_list)} is not a path", "give a text file with one input path per line")
         lf = Path(from_list)
         if not lf.is_file():
             raise InputError(f"list file {from_list!r} does not exist", "give a text file with one input path per line")
         base = lf.parent
-        for line in lf.read_text(encoding="utf-8").splitlines():
+        try:
+            text = lf.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or str(exc)
+            raise InputError(f"cannot read list file {from_list!r} ({why})", "give a text file with one input path per line") from None
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 p = Path(line)
@@ -61,6 +68,15 @@ def expand_inputs(inputs: Sequence[str], from_list: str | None = None) -> list[s
     return [p for p in out if not (p in seen or seen.add(p))]  # type: ignore[func-returns-value]
 
 
+def _short_repr(value: Any) -> str:
+    """``repr`` cut to a readable length, safe for huge or self-referencing values from job files."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel = 60, 60, 3
+    return r.repr(value)
+
+
 def _stem(path: str) -> str:
     name = Path(path.rstrip("/")).name
     for suffix in (".SAFE", ".safe"):
@@ -78,6 +94,18 @@ def _looks_like_path(spec: str) -> bool:
     return "/" in path or "\\" in path or Path(path).suffix.lower() in RASTER_SUFFIXES or Path(path).exists()
 
 
+def _check_number(value: Any, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        sep = "" if what.endswith("=") else " "
+        raise UsageError(f"{what}{sep}{_short_repr(value)} is not a number", f"give a number, e.g. {what}{sep}0.0001")
+
+
+def _check_band(value: Any, role: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+        raise UsageError(f"band {_short_repr(value)} for {role} is not a 1-based number, a band name or PATH[:BAND]",
+                         "e.g. --red 3 --nir 4, --red B04, or --red b4.tif (red = 3 in a job file)")  # fmt: skip
+
+
 def _band_value(spec: str | int | None) -> int | str | None:
     if spec is None or isinstance(spec, int):
         return spec
@@ -88,25 +116,88 @@ def _band_value(spec: str | int | None) -> int | str | None:
 
 
 OPTION_NAMES = frozenset({"dtype", "nodata", "compress", "level", "predictor", "creation_options", "overviews", "tile_size",
-                          "align", "executor", "workers", "retries", "keep_tiles"})
+                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles"})
+
+
+def check_executor(name: Any, workers: Any) -> None:
+    """Refuse an unknown executor name or a worker count below 1, before any work directory is made."""
+    from tilewise.executors import EXECUTORS
+
+    if name is not None and name not in EXECUTORS:
+        raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers < 1:
+        raise UsageError(f"--workers {workers} is not positive", "use --workers 1 or more, or leave it out to use every usable core")
 
 
 def _common(options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - OPTION_NAMES)
     if unknown:
-        raise UsageError(f"unknown option {unknown[0]!r}", f"options are: {', '.join(sorted(OPTION_NAMES))}")
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), sorted(OPTION_NAMES), n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"unknown option {unknown[0]!r}", f"{guess}options are: {', '.join(sorted(OPTION_NAMES))}")
+    check_executor(options.get("executor") or "processes", options.get("workers"))
+    co = options.get("creation_options") or {}
+    if not isinstance(co, Mapping):
+        raise UsageError(f"--co {_short_repr(co)} is not a set of KEY=VALUE options", _OPTION_HINTS["creation_options"])
     out = OutputOptions(
         dtype=options.get("dtype") or "float32", nodata=options.get("nodata"), compress=options.get("compress") or "zstd",
-        level=options.get("level"), predictor=options.get("predictor"), creation_options=dict(options.get("creation_options") or {}),
+        level=options.get("level"), predictor=options.get("predictor"), creation_options=dict(co),
         overviews=options.get("overviews", True),
     )
     return {
         "output": out,
         "tile_size": options.get("tile_size"),
         "align": options.get("align"),
-        "executor": ExecutorOptions(name=options.get("executor") or "processes", workers=options.get("workers"), retries=options.get("retries", 2)),
+        "executor": ExecutorOptions(name=options.get("executor") or "processes", workers=options.get("workers"), retries=options.get("retries", 2),
+                                    fail_fast=bool(options.get("fail_fast", False))),
         "keep_tiles": bool(options.get("keep_tiles", False)),
     }
+
+
+# How to give each option right, for messages about a value of the wrong type or range.
+_OPTION_HINTS = {
+    "dtype": "use one of uint8, int8, uint16, int16, uint32, int32, float32, float64",
+    "nodata": "give a number, e.g. --nodata -9999 (NaN is the default for floats)",
+    "compress": "use one of zstd, deflate, lzw, lerc, none",
+    "level": "give a whole number, e.g. --level 1 for zstd or 6 for deflate",
+    "predictor": "use --predictor 1, 2 or 3",
+    "creation_options": "give KEY=VALUE pairs, e.g. --co BLOCKSIZE=512 (a table of strings in a job file)",
+    "overviews": "use true or false",
+    "tile_size": "give a whole number of pixels, e.g. --tile-size 1024",
+    "align": "give a resampling name, e.g. --align bilinear",
+    "workers": "give a whole number of 1 or more, e.g. --workers 4",
+    "retries": "use a whole number from 0 to 20, e.g. --retries 2",
+    "keep_tiles": "use true or false",
+    "stat": "use one of mean, sum, min, max, std, variance, range, median, count",
+    "size": "give an odd whole number of pixels, e.g. --size 5",
+    "radius": "give a whole number of pixels, e.g. --radius 3",
+    "edge": "use one of nodata, partial, reflect, nearest",
+    "min_valid": "give a fraction from 0 to 1, e.g. --min-valid 0.5",
+    "subtract": "use true or false",
+    "bands": "give 1-based band numbers, e.g. --band 1",
+    "mosaic": "use true or false",
+}
+
+
+# CLI flags whose names differ from the option's Python name.
+_FLAGS = {"bands": "--band", "creation_options": "--co", "subtract": "--subtract-from-input", "overviews": "--no-overviews"}
+
+
+def option_error(exc: Any) -> UsageError:
+    """Turn a pydantic ``ValidationError`` about one option into a one-line :class:`UsageError` naming the option and value."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    name = loc[0] if loc else "option"
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    if err.get("type") == "value_error":  # our own validators: "unknown dtype 'x'; use one of ..."
+        reason, _, hint = msg.partition("; ")
+        return UsageError(reason, hint or _OPTION_HINTS.get(name))
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    key = f"{loc[1]!r}=" if name == "creation_options" and len(loc) > 1 else ""
+    return UsageError(f"{flag} {key}{_short_repr(err.get('input'))} is not valid: {msg[:1].lower()}{msg[1:]}",
+                      _OPTION_HINTS.get(name, "see docs/cli.md and docs/jobs.md for the options"))  # fmt: skip
 
 
 def _validated_common(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,8 +206,7 @@ def _validated_common(options: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return _common(options)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise option_error(exc) from None
 
 
 def normdiff_job(
@@ -138,11 +228,18 @@ def normdiff_job(
     are chosen from the index, for other rasters ``a``/``b`` give 1-based band
     indices, band names, or (both) separate files ``PATH[:BAND]``.
     """
+    if not isinstance(index, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", index):
+        # The index names the output files (<stem>_<INDEX>.tif): a path in it would write elsewhere.
+        raise UsageError(f"index name {_short_repr(index)} is not a plain name", "use letters, digits, - and _, e.g. --index ndre")
     index = index.lower()
     roles = INDICES.get(index)
     if roles is None and (a is None or b is None):
         raise UsageError(f"unknown index {index!r}", f"use one of {', '.join(INDICES)}, or give both bands with --a/--b")
     role_a, role_b = (roles[0], roles[1]) if roles else ("a", "b")
+    _check_band(a, role_a)
+    _check_band(b, role_b)
+    _check_number(scale, "--scale")
+    _check_number(offset, "--offset")
     if not output:
         raise UsageError("no output given", "add -o OUT.tif (or -o OUTDIR/ for many inputs)")
     common = _validated_common(options)
@@ -164,7 +261,7 @@ def normdiff_job(
         return build_job(command=index, expression=expression, band_name=label, items=items, output_root=output, batch=False, **common)
     paths = expand_inputs(inputs, from_list)
     batch = _is_batch(paths, output)
-    items_list = []
+    items_list: list[ItemSpec] = []
     for path in paths:
         if is_safe(path):
             band_a = a if a is not None else S2_ROLE_BANDS.get(role_a)
@@ -180,8 +277,10 @@ def normdiff_job(
         specs = (InputSpec(name=ident[0], path=path, band=_band_value(band_a), scale=scale, offset=offset),
                  InputSpec(name=ident[1], path=path, band=_band_value(band_b), scale=scale, offset=offset))  # fmt: skip
         out = str(Path(output) / f"{_stem(path)}_{label}.tif") if batch else output
+        if any(it.output == out for it in items_list):
+            raise UsageError(f"two inputs would both write {out!r}", "inputs in a batch need different file names")
         items_list.append(ItemSpec(inputs=specs, output=out))
-    root = output.rstrip("/") if batch else output
+    root = (output.rstrip("/") or output) if batch else output
     return build_job(command=index, expression=expression, band_name=label, items=tuple(items_list), output_root=root or ".", batch=batch, **common)
 
 
@@ -210,8 +309,7 @@ def focal_job(
         spec = FocalSpec(stat=stat, size=size, radius=radius, edge=edge, min_valid=min_valid, subtract=subtract,
                          bands=tuple(bands) if bands else None, mosaic=mosaic)  # fmt: skip
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"invalid focal option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise option_error(exc) from None
     fp = validate_focal(spec)
     if not output:
         raise UsageError("no output given", "add -o OUT.tif (or -o OUTDIR/ for many inputs or --mosaic)")
@@ -227,7 +325,7 @@ def focal_job(
     if len(set(outs)) < len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)
         raise UsageError(f"two inputs would both write {dup!r}", "inputs in a batch need different file names")
-    root = output.rstrip("/") if batch else output
+    root = (output.rstrip("/") or output) if batch else output
     return build_job(command="focal", band_name=f"{stat} {fp.describe()}", focal=spec, items=items, output_root=root or ".", batch=batch, **common)
 
 
@@ -257,7 +355,10 @@ def calc_job(
     parse(expression)
     scales, offsets = scales or {}, offsets or {}
     for what, mapping in (("--scale", scales), ("--offset", offsets)):
-        for key in mapping:
+        if not isinstance(mapping, Mapping):
+            raise UsageError(f"{what} {_short_repr(mapping)} is not a table of NAME = VALUE", f"e.g. {what} a=0.5 ({what[2:]}s = {{ a = 0.5 }} in a job file)")
+        for key, value in mapping.items():
+            _check_number(value, f"{what} {key}=")
             if key not in inputs:
                 raise UsageError(f"{what} names {key!r}, which is not an input", f"inputs are: {', '.join(inputs)}")
     specs = []
@@ -322,8 +423,8 @@ def ndvi(
     as_xarray
         Return ``xarray.DataArray`` (s) loaded from the outputs instead of paths.
     **options
-        tile_size, executor, workers, retries, dtype, nodata, compress, level,
-        predictor, creation_options, overviews, align, keep_tiles.
+        tile_size, executor, workers, retries, fail_fast, dtype, nodata, compress,
+        level, predictor, creation_options, overviews, align, keep_tiles.
 
     Returns
     -------
@@ -453,9 +554,18 @@ def load_job_file(path: str) -> Job:
     directory loads as it is.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"job file {path!r} is a directory", "give the path of a .toml, .yaml or .json job file")
     if not p.is_file():
         raise InputError(f"job file {path!r} does not exist", "give the path of a .toml, .yaml or .json job file")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"job file {path!r} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                         "save it as UTF-8 text (.toml, .yaml or .json)") from None  # fmt: skip
+    except OSError as exc:
+        raise InputError(f"cannot read job file {path!r} ({exc.strerror or exc})", "check the file's permissions") from None
+    fmt = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}.get(p.suffix, "JSON")
     try:
         if p.suffix == ".toml":
             import tomllib
@@ -474,9 +584,17 @@ def load_job_file(path: str) -> Job:
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"cannot parse job file {path!r}: {str(exc).splitlines()[0]}", "check its syntax") from None
+        hint = f"fix the {fmt} syntax there (docs/jobs.md shows examples)"
+        if fmt == "YAML" and "python/" in str(exc):
+            hint = "job files hold plain values; Python tags such as !!python/object are refused"
+        elif fmt == "JSON" and p.suffix != ".json":
+            hint = "job files are .toml, .yaml/.yml or .json (other names are read as JSON)"
+        raise UsageError(f"cannot parse job file {path!r} as {fmt}: {_parse_problem(exc)}", hint) from None
+    _check_size(data, path)
     if not isinstance(data, dict):
-        raise UsageError(f"job file {path!r} does not hold a table of options")
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise UsageError(f"job file {path!r} holds {kind}, not a table of options",
+                         'write command = "..." and the options as keys (docs/jobs.md)')  # fmt: skip
     if "job" in data and "fingerprint" in data:
         data = data["job"]
     if "items" in data:
@@ -484,25 +602,73 @@ def load_job_file(path: str) -> Job:
     return job_from_options(dict(data), source=path)
 
 
+def _path_list(data: dict[str, Any], source: str) -> list[str]:
+    inputs = data.pop("inputs", data.pop("input", []))
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise UsageError(f"{source}: inputs {_short_repr(inputs)} is not a path or a list of paths", 'write inputs = ["a.tif", "scenes/"]')
+    return inputs
+
+
+def _text_option(data: dict[str, Any], key: str, source: str, default: Any = "") -> Any:
+    value = data.pop(key, default)
+    if value is not None and not isinstance(value, str):
+        raise UsageError(f"{source}: {key} {_short_repr(value)} is not text", f'write {key} = "..." in quotes')
+    return value
+
+
+MAX_JOB_VALUES = 100_000
+"""Most values (counting every repeat of a YAML alias) a job file may hold."""
+
+
+def _check_size(data: Any, path: str) -> None:
+    """Refuse a job file that expands to a huge or endless structure (YAML aliases: "billion laughs", self-references)."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_JOB_VALUES:
+            raise UsageError(f"job file {path!r} holds more than {MAX_JOB_VALUES} values (counting repeated YAML aliases)",
+                             "a job needs a command and a few options; list many inputs in a --from-list style file (from_list = \"FILE\")")  # fmt: skip
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+
+
+def _parse_problem(exc: Exception) -> str:
+    """The useful part of a TOML/YAML/JSON parser's error: the problem and where it is."""
+    problem = getattr(exc, "problem", None)  # PyYAML's MarkedYAMLError
+    if problem:
+        mark = getattr(exc, "problem_mark", None)
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(problem)
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def job_from_options(data: dict[str, Any], source: str = "job file") -> Job:
     """Build a job from ``command`` plus that command's keyword options (job files, tests)."""
     command = str(data.pop("command", ""))
+    if not command:
+        raise UsageError(f"{source} names no command", 'add command = "ndvi" (or "normdiff", "calc", "focal")')
     try:
         if command in ("ndvi",):
-            inputs = data.pop("inputs", data.pop("input", []))
-            inputs = [inputs] if isinstance(inputs, str) else inputs
+            inputs = _path_list(data, source)
             red, nir = data.pop("red", None), data.pop("nir", None)
-            return normdiff_job(inputs, data.pop("output", ""), index="ndvi", a=nir, b=red, **data)
+            return normdiff_job(inputs, _text_option(data, "output", source), index="ndvi", a=nir, b=red, **data)
         if command == "normdiff":
-            inputs = data.pop("inputs", data.pop("input", []))
-            inputs = [inputs] if isinstance(inputs, str) else inputs
-            return normdiff_job(inputs, data.pop("output", ""), **data)
+            inputs = _path_list(data, source)
+            return normdiff_job(inputs, _text_option(data, "output", source), **data)
         if command == "focal":
-            inputs = data.pop("inputs", data.pop("input", []))
-            inputs = [inputs] if isinstance(inputs, str) else inputs
-            return focal_job(inputs, data.pop("output", ""), **data)
+            inputs = _path_list(data, source)
+            return focal_job(inputs, _text_option(data, "output", source), **data)
         if command == "calc":
-            return calc_job(data.pop("expression", ""), data.pop("inputs", {}), data.pop("output", ""), **data)
+            table = data.pop("inputs", {})
+            if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+                raise UsageError(f"{source}: inputs {_short_repr(table)} is not a table of NAME = \"PATH[:BAND]\"",
+                                 'write inputs = { t = "day.tif", red = "L7.tif:3" }')  # fmt: skip
+            return calc_job(_text_option(data, "expression", source), table, _text_option(data, "output", source), **data)
     except TypeError as exc:
-        raise UsageError(f"{source}: {exc}", "see docs/jobs.md for the options of each command") from None
+        raise UsageError(f"{source}: {exc}", "see docs/jobs.md for the options of each command and their types") from None
     raise UsageError(f"{source}: unknown command {command!r}", "use command = \"ndvi\", \"normdiff\", \"calc\" or \"focal\"")

@@ -8,6 +8,7 @@ output path never holds a partial file.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -18,9 +19,10 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from tilewise.errors import OutputError
 from tilewise.grid import Grid, Window
-from tilewise.io import block_size
-from tilewise.rasterfile import GDAL_TYPES, copy_raster, fsync_dir
+from tilewise.io import block_size, disk_full
+from tilewise.rasterfile import GDAL_TYPES, copy_raster, fsync_dir, open_read
 
 # A piece of a mosaic: (file, window of the mosaic it fills, column where it starts in the file,
 # the file's width and height) - the sizes let GDAL plan reads without opening every file.
@@ -101,6 +103,32 @@ def vrt_xml(grid: Grid, dtype: str, nodata: float, band_names: Sequence[str], ti
     return "\n".join(lines) + "\n"
 
 
+def check_complete(path: Path, grid: Grid, bands: int) -> None:
+    """Raise :class:`OutputError` unless the GeoTIFF ``path`` opens with the expected shape and its last blocks lie inside it.
+
+    GDAL's COG driver can report success for a file whose last writes failed (a full
+    disk: the end of the file, or its directory, is silently missing), so a written
+    output is checked before it is renamed into place.
+    """
+    size = path.stat().st_size
+    try:
+        with open_read(str(path)) as ds:
+            if (ds.height, ds.width, ds.count) != (grid.height, grid.width, bands):
+                raise ValueError(f"it is {ds.width}x{ds.height}x{ds.count}, not {grid.width}x{grid.height}x{bands}")
+            levels = [(None, ds.height, ds.width)] + [(i, math.ceil(ds.height / f), math.ceil(ds.width / f)) for i, f in enumerate(ds.overviews(1))]
+            bh, bw = ds.block_shapes[0]
+            for ovr, h, w in levels:
+                last = f"{math.ceil(w / bw) - 1}_{math.ceil(h / bh) - 1}"
+                for b in range(1, bands + 1):
+                    kw = {} if ovr is None else {"ovr": ovr}
+                    off = int(ds.get_tag_item(f"BLOCK_OFFSET_{last}", "TIFF", bidx=b, **kw) or 0)
+                    n = int(ds.get_tag_item(f"BLOCK_SIZE_{last}", "TIFF", bidx=b, **kw) or 0)
+                    if off + n > size:
+                        raise ValueError(f"its block {last} ends at byte {off + n} of {size}")
+    except Exception as exc:  # unreadable, the wrong shape, cut short: not the complete output
+        raise OutputError(f"the output written to {str(path)!r} is incomplete ({exc})", "check free disk space, then rerun to resume") from None
+
+
 def run_assemble(task: AssembleTask) -> dict[str, Any]:
     """Build one output COG from its tiles, atomically.
 
@@ -122,8 +150,15 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
         copy_raster(vrt, tmp, "COG", **task.creation_options)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        check_complete(tmp, task.grid, len(task.band_names))
         os.replace(tmp, out)
         fsync_dir(out.parent)
+    except Exception as exc:
+        # A full disk gets one clear error naming the output (the runner adds how much the job needs).
+        full = disk_full(out, exc, task.grid.height * task.grid.width * len(task.band_names) * np.dtype(task.dtype).itemsize)
+        if full is not None:
+            raise full from None
+        raise
     finally:
         for p in (vrt, tmp, *level_vrts):
             if p.exists():

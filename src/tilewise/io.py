@@ -7,7 +7,9 @@ which is exact and much cheaper than GDAL's boundless VRT reads.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import time
 import zlib
 from collections import defaultdict
@@ -18,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from tilewise.errors import InputError
+from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid, Window
-from tilewise.rasterfile import open_read, open_write
+from tilewise.rasterfile import open_read, write_raster_file
 from tilewise.sources.raster import BandRef
 
 
@@ -83,10 +85,22 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
         raise
     except Exception as exc:  # a damaged block: name the file and the window
         raise InputError(
-            f"cannot read {path!r} window rows {inside.row_off}:{inside.row_end}, cols {inside.col_off}:{inside.col_end} ({exc})",
+            f"cannot read {path!r} window rows {inside.row_off}:{inside.row_end}, cols {inside.col_off}:{inside.col_end} ({_root_cause(exc)})",
             "the file may be truncated or damaged; check it with gdalinfo -checksum",
         ) from None
     return raw, ok
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost error: rasterio's "Read failed. See previous exception" wraps GDAL's own message."""
+    root: BaseException = exc
+    for _ in range(10):
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root = nxt
+    text = str(root).strip().splitlines()[0] if str(root).strip() else type(root).__name__
+    return text[:300]
 
 
 def valid_of(band: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -176,9 +190,90 @@ def to_output(data: np.ndarray, valid: np.ndarray, dtype: str, nodata: float) ->
     return out
 
 
+def fmt_bytes(n: int) -> str:
+    """``n`` bytes in binary units, e.g. ``1.5 MiB``."""
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free for this user on the file system holding ``path`` (or its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return 0
+
+
+class DiskFullError(OutputError):
+    """A write failed because its file system is full: names the path, the space free and what is needed.
+
+    Exit code 1: the run started; free space and rerun the same command to resume.
+    """
+
+    exit_code = 1
+
+    def __init__(self, path: str, free: int, detail: str = "") -> None:
+        self.path, self.free, self.detail = path, free, detail
+        super().__init__(
+            f"no space left on device writing {path!r} ({fmt_bytes(free)} free there{'; ' + detail if detail else ''})",
+            "free some space (or write elsewhere with -o), then rerun the same command to resume",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields across process boundaries
+        return (type(self), (self.path, self.free, self.detail))
+
+
+_NO_SPACE_TEXTS = ("no space left", "free disk space", "disk full", "quota exceeded")
+
+
+def disk_full(path: str | Path, exc: BaseException, size_hint: int = 0) -> DiskFullError | None:
+    """Return a :class:`DiskFullError` when ``exc``, raised writing ``path``, came from a full file system.
+
+    GDAL reports a full disk in several ways (an ``OSError``, "No space left on device",
+    "Free disk space available is ...", or only "Write failed"), so besides the error
+    itself the free space is compared with ``size_hint``, the bytes the write needed.
+    """
+    if isinstance(exc, DiskFullError):
+        return exc
+    texts: list[str] = []
+    e: BaseException | None = exc
+    while e is not None and len(texts) < 5:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            texts.append("no space left")
+        texts.append(str(e).lower())
+        e = e.__cause__ or e.__context__
+    free = free_bytes(Path(path).parent)
+    if any(t in text for text in texts for t in _NO_SPACE_TEXTS) or (size_hint and free < size_hint):
+        return DiskFullError(str(path), free)
+    return None
+
+
 def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str]) -> int:
-    """Write a (bands, h, w) array as an uncompressed tiled GeoTIFF, atomically; return its size."""
+    """Write a (bands, h, w) array as an uncompressed tiled GeoTIFF, atomically; return its size.
+
+    Raises
+    ------
+    DiskFullError
+        The file system is full (nothing is left at ``path`` or its temporary name).
+    """
     path = Path(path)
+    try:
+        return _write_array(path, out, grid, nodata, band_names)
+    except Exception as exc:
+        full = disk_full(path, exc, out.nbytes)
+        if full is not None:
+            raise full from None
+        raise
+
+
+def _write_array(path: Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str]) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     profile = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": out.shape[0], "dtype": out.dtype.name,
@@ -187,11 +282,16 @@ def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, ba
         # GDAL reads them block by block (striped tiles made that step ~2x slower).
         "tiled": True, "blockxsize": block_size(grid.width), "blockysize": block_size(grid.height),
     }  # fmt: skip
+
+    def fill(ds: Any) -> None:
+        ds.write(out)
+        for i, name in enumerate(band_names, start=1):
+            ds.set_band_description(i, name)
+
     try:
-        with open_write(tmp, **profile) as ds:
-            ds.write(out)
-            for i, name in enumerate(band_names, start=1):
-                ds.set_band_description(i, name)
+        # Encoded in memory, written with checked I/O: GDAL writing the file itself can
+        # report success for a tile a full disk cut short (then recorded as done).
+        write_raster_file(tmp, fill, **profile)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

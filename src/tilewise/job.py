@@ -95,6 +95,7 @@ class ExecutorOptions(_Model):
     name: str = "processes"
     workers: int | None = None
     retries: int = Field(default=2, ge=0, le=20)
+    fail_fast: bool = False  # stop at the first tile that failed all its attempts (default: finish the others)
 
 
 class Job(_Model):
@@ -138,6 +139,9 @@ class Job(_Model):
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err.get("loc", ()))
+    value = err.get("input")
+    if err.get("type") != "missing" and not isinstance(value, dict) and len(repr(value)) <= 60:
+        where = f"{where} {value!r}" if where else repr(value)
     return f"{where}: {err.get('msg', '')}" if where else str(err.get("msg", ""))
 
 
@@ -146,7 +150,7 @@ def build_job(**kwargs: Any) -> Job:
     try:
         return Job(**kwargs)
     except ValidationError as exc:
-        raise UsageError(f"invalid job: {_first_error(exc)}") from None
+        raise UsageError(f"invalid job: {_first_error(exc)}", "check the options and their types against docs/cli.md and docs/jobs.md") from None
 
 
 # ---------------------------------------------------------------- planning
@@ -185,7 +189,8 @@ def resolve_input(spec: InputSpec) -> BandRef:
         product = read_safe(spec.path)
         band = spec.band if isinstance(spec.band, str) else None
         if band is None:
-            raise UsageError(f"input {spec.name} is a SAFE folder; name its band (e.g. B04), not {spec.band!r}")
+            raise UsageError(f"input {spec.name} is a SAFE folder ({spec.path!r}), not one band of it",
+                             "use tilewise normdiff SAFE --a B08 --b B04 for SAFE bands, or give calc the band's .jp2 under GRANULE/*/IMG_DATA")  # fmt: skip
         sb = product.band(band.upper())
         ref = resolve_band(sb.path, 1, spec.name)
         from dataclasses import replace
@@ -231,7 +236,8 @@ def plan_job(job: Job) -> Plan:
         op.parsed.check_names(names)
         refs = {s.name: resolve_input(s) for s in item.inputs if s.name in op.parsed.names}
         if not refs:
-            raise ExpressionError(f"expression {job.expression!r} reads none of the inputs ({', '.join(names)})")
+            raise ExpressionError(f"expression {job.expression!r} reads none of the inputs ({', '.join(names)})",
+                                  f"use the input names in the expression, e.g. {names[0]} * 2")  # fmt: skip
         refs = align_bands(refs, job.align)
         grid = next(iter(refs.values())).out_grid
         th, tw = choose_tile_shape(grid, job.tile_size, [r.block_shape for r in refs.values() if r.warp_to is None])

@@ -8,6 +8,7 @@ load, and a record is only written after the file it describes is in place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -59,32 +60,65 @@ class Manifest:
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record durably."""
-        if self._fh is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
-            fsync_dir(self.dir)
+        self.write_many([record])
+
+    def write_many(self, records: list[dict[str, Any]]) -> None:
+        """Append records durably, with one fsync."""
         try:
-            self._fh.write(json.dumps(record, sort_keys=True) + "\n")
+            if self._fh is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                torn = self._torn()
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for appends
+                fsync_dir(self.dir)
+                if torn:
+                    # A killed writer left a last line without its newline: end it, so the next
+                    # record starts on a line of its own (the torn line is skipped on load).
+                    self._fh.write("\n")
+            self._fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
             self._fh.flush()
             os.fsync(self._fh.fileno())
         except OSError as exc:
-            raise OutputError(f"cannot write the manifest {str(self.path)!r} ({exc.strerror})", "free disk space, then rerun to resume") from None
+            raise _write_error(self.path, exc, "cannot write the manifest") from None
+
+    def _torn(self) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                if fh.seek(0, os.SEEK_END) == 0:
+                    return False
+                fh.seek(-1, os.SEEK_END)
+                return fh.read(1) != b"\n"
+        except FileNotFoundError:
+            return False
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            with contextlib.suppress(OSError):  # a record that could not be written (disk full) was reported when it failed
+                fh.close()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write a JSON file through a temporary name and a rename."""
+    """Write a JSON (or any text) file through a temporary name and a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(data if isinstance(data, str) else json.dumps(data, indent=2, sort_keys=True))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(data if isinstance(data, str) else json.dumps(data, indent=2, sort_keys=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc, "cannot write") from None
     fsync_dir(path.parent)
+
+
+def _write_error(path: Path, exc: OSError, what: str) -> OutputError:
+    from tilewise.io import disk_full
+
+    full = disk_full(path, exc)
+    if full is not None:
+        return full
+    return OutputError(f"{what} {str(path)!r} ({exc.strerror or exc})", "check free disk space and write permission, then rerun to resume")
 
 
 class WorkLock:
@@ -115,9 +149,12 @@ class WorkLock:
             raise OutputError(
                 f"output {self.output!r} is being written by another tilewise run ({holder})", "wait for it to finish, or stop it first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self._fd = fd
+        try:  # naming the holder is a courtesy: a full disk must not stop the run here
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

@@ -8,6 +8,8 @@ naming the path here, once.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,18 +53,26 @@ def check_readable(path: str) -> None:
 @contextmanager
 def open_read(path: str, **kwargs: Any) -> Iterator[rasterio.io.DatasetReader]:
     """Open a raster for reading, with a clear error when it is missing or not a raster."""
+    with open_read_unclosed(path, **kwargs) as ds:
+        try:
+            yield ds
+        finally:
+            ds.close()
+
+
+@contextmanager
+def open_read_unclosed(path: str, **kwargs: Any) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster for reading (errors as :func:`open_read`); the caller closes it."""
     check_readable(path)
     with rasterio.Env(**GDAL_ENV):
         try:
             ds = rasterio.open(path, **kwargs)
         except RasterioIOError as exc:
-            raise InputError(
-                f"{path!r} is not a raster GDAL can read ({_short(exc)})", "check the file is a complete raster (GeoTIFF, JP2, VRT, netCDF:file:var ...)"
-            ) from None
-        try:
-            yield ds
-        finally:
-            ds.close()
+            hint = "check the file is a complete raster (GeoTIFF, JP2, VRT, netCDF:file:var ...)"
+            if path.lower().endswith(".zip"):
+                hint = "unzip it first and pass the raster (or the Sentinel-2 .SAFE folder) inside, or name a file in it as /vsizip/ARCHIVE.zip/PATH"
+            raise InputError(f"{path!r} is not a raster GDAL can read ({_short(exc)})", hint) from None
+        yield ds
 
 
 @contextmanager
@@ -90,6 +100,27 @@ def copy_raster(src: str | Path, dst: str | Path, driver: str, **creation_option
             raise OutputError(f"cannot write {str(dst)!r} ({_short(exc)})", "check free disk space and write permission") from None
 
 
+def write_raster_file(path: str | Path, fill: Any, **profile: Any) -> None:
+    """Create the raster file ``path`` with ``fill(dataset)``, encoding it in memory first.
+
+    GDAL can report success for a file whose last writes failed (on a full disk the
+    directory it writes at close is silently lost), so the bytes are encoded in GDAL's
+    in-memory file system and written here with Python's file I/O, which raises
+    ``OSError`` on any failed or short write. Costs one copy of the file in memory.
+    """
+    from rasterio.io import MemoryFile
+
+    with rasterio.Env(**GDAL_ENV):
+        try:
+            with MemoryFile() as mem:
+                with mem.open(**profile) as ds:
+                    fill(ds)
+                with open(path, "wb") as fh:
+                    fh.write(mem.getbuffer())
+        except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+            raise OutputError(f"cannot create {str(path)!r} ({_short(exc)})", "check the output directory exists and is writable") from None
+
+
 def grid_of(ds: rasterio.io.DatasetReader) -> Grid:
     """Return the :class:`Grid` of an open dataset."""
     crs = ds.crs.to_wkt() if ds.crs else None
@@ -111,3 +142,45 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_KEPT = threading.local()
+KEPT_HANDLES = 8
+
+
+@contextmanager
+def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[rasterio.io.DatasetReader]:
+    """Like :func:`open_read`, but the handle stays open in this thread for the next tiles.
+
+    GDAL's block cache belongs to an open dataset: a tile whose halo reaches into its
+    neighbours' blocks finds them decoded when the same worker read those neighbours
+    just before, instead of decoding them again (the blocks a halo touches can triple
+    what a tile decodes). Handles are keyed by path and file identity (size, mtime),
+    so a rewritten file is reopened, and at most :data:`KEPT_HANDLES` stay open per thread.
+    """
+    kept: OrderedDict[tuple[str, tuple[int, int], int], Any] | None = getattr(_KEPT, "handles", None)
+    if kept is None:
+        kept = _KEPT.handles = OrderedDict()
+    key = (path, identity, os.getpid())
+    ds = kept.pop(key, None)
+    if ds is None or ds.closed:
+        with open_read_unclosed(path) as opened:
+            ds = opened
+    try:
+        with rasterio.Env(**GDAL_ENV):
+            yield ds
+    except BaseException:
+        ds.close()
+        raise
+    kept[key] = ds
+    while len(kept) > KEPT_HANDLES:
+        _, old = kept.popitem(last=False)
+        old.close()
+
+
+def close_kept() -> None:
+    """Close the handles :func:`open_read_kept` keeps in this thread."""
+    kept = getattr(_KEPT, "handles", None) or {}
+    for ds in kept.values():
+        ds.close()
+    kept.clear()

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tilewise.assemble import AssembleTask, Source, cog_options, run_assemble, vrt_xml
 from tilewise.errors import OutputError, RunFailedError
-from tilewise.executors import Executor, get_executor
+from tilewise.executors import Executor, WorkList, get_executor
 from tilewise.grid import Grid
-from tilewise.job import ItemPlan, Job, Plan, plan_job
+from tilewise.io import DiskFullError, disk_full, fmt_bytes, free_bytes
+from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
 from tilewise.overviews import OverviewTask, level_grid, overview_factors, pyramid_sources, regions
 from tilewise.task import Task
@@ -31,7 +34,7 @@ MIN_UNIT_PIXELS = 1 << 20
 
 @dataclass
 class Event:
-    """A progress report: ``kind`` is start, tile, retry, failed, assemble, output or done."""
+    """A progress report: ``kind`` is start, tile, retry, failed, phase, overview, assemble, output, stopped or done."""
 
     kind: str
     done: int
@@ -64,6 +67,7 @@ class RunSummary:
     executor: str = ""
     workers: int = 0
     per_output: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stopped: bool = False  # fail-fast stopped the run at its first failed tile
 
 
 ProgressFn = Callable[[Event], None]
@@ -89,7 +93,11 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         Outputs exist (without ``overwrite``), the directory is unwritable, or
         another run holds the lock.
     RunFailedError
-        Some tiles failed after their retries; the others finished.
+        Some tiles failed after their retries; the others finished (or, with
+        ``job.executor.fail_fast``, the run stopped after the first).
+    DiskFullError
+        A file system filled up; the message names the path, the space free and
+        what the job needs.
     """
     t0 = time.perf_counter()
     emit = progress or (lambda e: None)
@@ -105,6 +113,8 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
             executor = get_executor(job.executor.name, job.executor.workers)
         done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
         summary = _run(job, plan, workdir, manifest, done, executor, emit)
+    except DiskFullError as exc:
+        raise _with_space_needed(exc, job, plan) from None
     finally:
         manifest.close()
         lock.release()
@@ -114,11 +124,32 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     summary.workdir = str(workdir)
     if summary.failed:
         first = sorted(summary.failed.items())[0]
+        stopped = ""
+        left = summary.tiles_total - summary.tiles_skipped - summary.tiles_run - len(summary.failed)
+        if summary.stopped and left > 0:
+            stopped = f"; stopped at the first failure (--fail-fast), {left} tiles not run"
         raise RunFailedError(
-            f"{len(summary.failed)} of {summary.tiles_total} tiles failed (first: {first[0]}: {first[1]})",
+            f"{len(summary.failed)} of {summary.tiles_total} tiles failed (first: {first[0]}: {first[1]}){stopped}",
             f"see 'tilewise status {job.output_root}'; rerun the same command to retry them",
         )
     return summary
+
+
+def _with_space_needed(exc: DiskFullError, job: Job, plan: Plan) -> DiskFullError:
+    """Add to a disk-full error how much space the whole job needs (uncompressed, the most it can take)."""
+    itemsize = np.dtype(job.output.dtype).itemsize
+    bands = len(plan.op.band_names)
+    work = 0
+    for it in plan.items:
+        h, w = it.grid.height, it.grid.width
+        work += (h * w + sum(math.ceil(h / f) * math.ceil(w / f) for f in _item_factors(job, it))) * bands * itemsize
+    # Finished tiles (and their overview pieces) stay in the work directory until their output is
+    # written, and the output takes at most as much again before compression.
+    need = 2 * work
+    detail = (f"this job needs up to {fmt_bytes(need)} ({need} bytes): {fmt_bytes(work)} of tiles in {str(job.workdir)!r} "
+              f"and up to {fmt_bytes(work)} for the output before compression")  # fmt: skip
+    # Measured again: the failed write's own temporary is gone by now.
+    return DiskFullError(exc.path, max(exc.free, free_bytes(Path(exc.path).parent)), detail)
 
 
 def _check_output_paths(job: Job, plan: Plan) -> None:
@@ -169,7 +200,7 @@ def _prepare_workdir(job: Job, plan: Plan, workdir: Path, manifest: Manifest, ov
     if not overwrite:
         for it in plan.items:
             rec = state.get(_out_key(it.index))
-            if it.output.exists() and not output_done(rec, it.output):
+            if it.output.exists() and not output_done(rec, it.output) and not _assembling(rec, it.output):
                 raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
     write_json_atomic(job_file, {"fingerprint": plan.fingerprint, "job": job.model_dump(mode="json"),
                                  "outputs": [str(it.output) for it in plan.items], "tiles": plan.n_tiles})  # fmt: skip
@@ -190,6 +221,8 @@ def _clear_workdir(workdir: Path) -> None:
 
 def _remove_stale_temporaries(plan: Plan, workdir: Path) -> None:
     # Leftovers of a killed run: only our own hidden names, never user files.
+    for p in workdir.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
     for sub in ("tiles", "ovr", "mosaic"):
         if (workdir / sub).is_dir():
             for p in (workdir / sub).rglob(".*.tmp"):
@@ -202,6 +235,11 @@ def _remove_stale_temporaries(plan: Plan, workdir: Path) -> None:
 
 def _out_key(item: int) -> str:
     return f"{item}/output"
+
+
+def _assembling(rec: dict[str, Any] | None, path: Path) -> bool:
+    """True when this job was writing ``path`` when it stopped: a file there is its own (complete, renamed into place)."""
+    return bool(rec and rec.get("kind") == "assembling" and rec.get("path") == str(path))
 
 
 def output_done(rec: dict[str, Any] | None, path: Path) -> bool:
@@ -279,7 +317,11 @@ def _guarded_batch(unit: tuple[Any, ...]) -> list[dict[str, Any]]:
         try:
             out.append(t.run())
         except Exception as exc:
-            out.append({"kind": "error", "key": t.key, "error": f"{type(exc).__name__}: {exc}"})
+            rec: dict[str, Any] = {"kind": "error", "key": t.key, "error": f"{type(exc).__name__}: {exc}"}
+            full = disk_full(getattr(t, "tile_path", "") or getattr(t, "path", ""), exc) if isinstance(exc, (OSError, DiskFullError)) else None
+            if full is not None:
+                rec["disk_full"] = [full.path, full.free]
+            out.append(rec)
     return out
 
 
@@ -292,18 +334,25 @@ class _Phase:
     ran: int = 0
 
 
-def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manifest, retries: int, phase: _Phase,
-               records: dict[str, dict[str, Any]], failed: dict[str, str], emit: ProgressFn) -> None:  # fmt: skip
-    """Run tasks (anything with ``key``, ``pixels`` and ``run()``) with retries, recording each result."""
+def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manifest, opts: ExecutorOptions, phase: _Phase,
+               records: dict[str, dict[str, Any]], failed: dict[str, str], emit: ProgressFn) -> bool:  # fmt: skip
+    """Run tasks (anything with ``key``, ``pixels`` and ``run()``) with retries, recording each result.
+
+    A failed task is retried at once (its unit goes first in the executor's work list),
+    up to ``opts.retries`` times. Returns False when ``opts.fail_fast`` stopped the phase
+    at the first task that failed every attempt (units already running still finish and
+    are recorded). A full disk stops the phase at once with :class:`DiskFullError`.
+    """
     attempts: dict[str, int] = {}
-    queue = tasks
-    while queue:
-        units = _units(queue, executor.workers)
-        retry: list[Any] = []
-        by_key = {t.key: t for t in queue}
-        for idx, result in executor.map_unordered(_guarded_batch, units):
+    units = WorkList(_units(tasks, executor.workers))
+    results = executor.map_unordered(_guarded_batch, units)
+    try:
+        for idx, result in results:
+            unit = units[idx]
             if isinstance(result, BaseException):
-                result = [{"kind": "error", "key": t.key, "error": f"{type(result).__name__}: {result}"} for t in units[idx]]
+                result = [{"kind": "error", "key": t.key, "error": f"{type(result).__name__}: {result}"} for t in unit]
+            by_key = {t.key: t for t in unit}
+            again = []
             for rec in result:
                 key = rec["key"]
                 if rec["kind"] != "error":
@@ -313,16 +362,30 @@ def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manife
                     phase.ran += 1
                     emit(Event(kind, phase.done, phase.total, key, rec))
                     continue
+                if "disk_full" in rec:
+                    path, free = rec["disk_full"]
+                    units.close()
+                    raise DiskFullError(path, free)
                 attempts[key] = attempts.get(key, 0) + 1
-                if attempts[key] <= retries:
-                    retry.append(by_key[key])
-                    emit(Event("retry", phase.done, phase.total, f"{key}: {rec['error']} (attempt {attempts[key]})"))
-                else:
+                if attempts[key] > opts.retries:
                     rec = {**rec, "kind": "failed", "attempts": attempts[key]}
                     manifest.write(rec)
                     failed[key] = rec["error"]
-                    emit(Event("failed", phase.done, phase.total, f"{key}: {rec['error']}", rec))
-        queue = retry
+                    emit(Event("failed", phase.done, phase.total, f"{key}: {rec['error']} (after {attempts[key]} attempts)", rec))
+                    if opts.fail_fast and not units.closed:
+                        units.close()
+                        emit(Event("stopped", phase.done, phase.total, f"stopping after {key} failed (--fail-fast); waiting for running tiles"))
+                elif not units.closed:
+                    again.append(by_key[key])
+                    emit(Event("retry", phase.done, phase.total, f"{key}: {rec['error']} (attempt {attempts[key]})"))
+                # else: stopped (fail-fast) - left for the next run, which retries it afresh
+            if again:
+                units.add(tuple(again))
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    return not units.closed
 
 
 def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
@@ -337,6 +400,8 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
     summary = RunSummary(outputs=[str(it.output) for it in plan.items], tiles_total=total, tiles_run=0,
                          tiles_skipped=tiles.done, failed=failed, pixels=0, valid=0, minimum=None, maximum=None, mean=None,
                          wall_s=0.0)  # fmt: skip
+    if not job.keep_tiles:
+        _remove_tiles(workdir, items_done)  # left behind when a run was stopped right after writing an output
     if len(items_done) == len(plan.items):
         summary.already_complete = True
         _fill_stats(summary, plan, records)
@@ -345,29 +410,56 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
     summary.executor, summary.workers = executor.name, executor.workers
     emit(Event("start", tiles.done, total, f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name})"))
     try:
-        _run_phase(todo, "tile", executor, manifest, job.executor.retries, tiles, records, failed, emit)
+        _make_dirs(workdir, [it for it in plan.items if it.index not in items_done])
+        complete = _run_phase(todo, "tile", executor, manifest, job.executor, tiles, records, failed, emit)
         summary.tiles_run = tiles.ran
-        ready = [it for it in plan.items if it.index not in items_done and not any(k.startswith(f"{it.index}/") for k in failed)]
-        levels = _overviews(job, plan, workdir, manifest, state, records, ready, failed, executor, emit)
-        ready = [it for it in ready if not any(k.startswith(f"{it.index}/") for k in failed)]
-        _assemble(job, plan, manifest, records, ready, levels, failed, executor, emit, summary)
+        if complete:
+            ready = [it for it in plan.items if it.index not in items_done and not any(k.startswith(f"{it.index}/") for k in failed)]
+            levels, complete = _overviews(job, plan, workdir, manifest, state, records, ready, failed, executor, emit)
+        if complete:
+            ready = [it for it in ready if not any(k.startswith(f"{it.index}/") for k in failed)]
+            _assemble(job, plan, manifest, records, ready, levels, failed, executor, emit, summary)
+        summary.stopped = not complete
     except BaseException:
         terminate = getattr(executor, "terminate", None)
         if terminate is not None:
             terminate()
         raise
+    # Workers lost during the run (killed, out of memory) left their temporaries behind.
+    _remove_stale_temporaries(plan, workdir)
     _fill_stats(summary, plan, {k: v for k, v in records.items() if v.get("kind") == "tile"})
     emit(Event("done", tiles.done, total, "finished"))
     return summary
 
 
+def _make_dirs(workdir: Path, items: list[ItemPlan]) -> None:
+    """Create the tile folders once here, so a full disk is reported before any worker starts."""
+    try:
+        for it in items:
+            for sub in ("tiles", "ovr"):
+                (workdir / sub / str(it.index)).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        full = disk_full(workdir / "tiles", exc)
+        if full is not None:
+            raise full from None
+        raise OutputError(f"cannot create folders in the work directory {str(workdir)!r} ({exc.strerror})", "choose a writable output location") from None
+
+
+def _remove_tiles(workdir: Path, items: set[int]) -> None:
+    for i in items:
+        for sub in ("tiles", "ovr"):
+            if (workdir / sub / str(i)).is_dir():
+                shutil.rmtree(workdir / sub / str(i), ignore_errors=True)
+
+
 def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[str, dict[str, Any]],
                records: dict[str, dict[str, Any]], ready: list[ItemPlan], failed: dict[str, str], executor: Executor,
-               emit: ProgressFn) -> dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]]:  # fmt: skip
+               emit: ProgressFn) -> tuple[dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]], bool]:  # fmt: skip
     """Make sure every ready output has its overview pyramids; return each item's level mosaics.
 
     Aligned tilings built them with the tiles; otherwise a phase of region tasks
-    reads the finished tiles back and builds them.
+    reads the finished tiles back and builds them. The flag is False when fail-fast
+    stopped that phase.
     """
     out: dict[int, tuple[tuple[Grid, tuple[Source, ...]], ...]] = {}
     todo: list[OverviewTask] = []
@@ -393,11 +485,12 @@ def _overviews(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: d
             todo += [t for t in tasks if not _ovr_done(state.get(t.key))]
             pieces = [pyramid_sources(t.path, t.region, factors) for t in tasks]
         out[it.index] = tuple((level_grid(it.grid, f), tuple(p[f] for p in pieces)) for f in factors)
+    complete = True
     if n_total:
         phase = _Phase(n_total - len(todo), n_total)
         emit(Event("phase", phase.done, n_total, f"computing overviews ({len(todo)} of {n_total} regions)"))
-        _run_phase(todo, "overview", executor, manifest, job.executor.retries, phase, records, failed, emit)
-    return out
+        complete = _run_phase(todo, "overview", executor, manifest, job.executor, phase, records, failed, emit)
+    return out, complete
 
 
 def _ovr_done(rec: dict[str, Any] | None) -> bool:
@@ -423,15 +516,29 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         for it in ready
     ]  # fmt: skip
     emit(Event("assemble", 0, len(tasks), f"writing {len(tasks)} output(s)"))
-    for n, (idx, result) in enumerate(executor.map_unordered(run_assemble, tasks), start=1):
-        task = tasks[idx]
+    # Say which outputs are being written: a run stopped between an output's rename into
+    # place and its record may then find that file there and write it again.
+    manifest.write_many([{"kind": "assembling", "key": t.key, "path": t.output} for t in tasks])
+    units = WorkList(tasks)
+    attempts: dict[str, int] = {}
+    n = 0
+    for idx, result in executor.map_unordered(run_assemble, units):
+        task = units[idx]
         if isinstance(result, BaseException):
             if isinstance(result, OutputError):
+                units.close()
                 raise result
-            failed[task.key] = f"{type(result).__name__}: {result}"
-            manifest.write({"kind": "failed", "key": task.key, "error": failed[task.key]})
+            attempts[task.key] = attempts.get(task.key, 0) + 1
+            error = f"{type(result).__name__}: {result}"
+            if attempts[task.key] <= job.executor.retries:  # e.g. a worker lost
+                units.add(task)
+                emit(Event("retry", n, len(tasks), f"{task.key}: {error} (attempt {attempts[task.key]})"))
+                continue
+            failed[task.key] = error
+            manifest.write({"kind": "failed", "key": task.key, "error": error, "attempts": attempts[task.key]})
             continue
         manifest.write(result)
+        n += 1
         summary.assemble_s += result["seconds"]
         emit(Event("output", n, len(tasks), result["path"], result))
         if not job.keep_tiles:

@@ -491,7 +491,8 @@ def _place(pieces: Sequence[_Piece]) -> tuple[Affine, int, int, list[Window]]:
                                     f"resample it to the same resolution first, e.g. gdalwarp -tr {abs(t0.a)!r} {abs(t0.e)!r} -tap")  # fmt: skip
         col, row = (t.c - t0.c) / t0.a, (t.f - t0.f) / t0.e
         if abs(col - round(col)) > ALIGN_TOL or abs(row - round(row)) > ALIGN_TOL:
-            raise GridMismatchError(f"{p.path!r} is not aligned with the pixels of {name0!r}: its origin is {col:.6g} columns and {row:.6g} rows away, "
+            raise GridMismatchError(f"{p.path!r} is not aligned with the pixels of {name0!r}: its origin is {col + 0.0:.6g} columns "
+                                    f"and {row + 0.0:.6g} rows away, "
                                     "not whole pixels", "resample it onto the same pixel grid first (gdalwarp -tap -tr)")  # fmt: skip
         offsets.append((round(row), round(col)))
     if first.dtype not in _gdal_types():

@@ -21,11 +21,32 @@ def find_workdir(output: str) -> Path:
     raise InputError(f"no tilewise job found for {output!r}", "give the -o path of a job (it keeps its state in a hidden .tilewise folder beside it)")
 
 
+_START_OVER = "rerun the original command with --overwrite to start that job over"
+
+
+def _read_saved(wd: Path) -> dict[str, Any]:
+    path = wd / "job.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the saved job {str(path)!r} is damaged ({exc})", _START_OVER) from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("job"), dict):
+        raise InputError(f"the saved job {str(path)!r} is damaged (it holds no job description)", _START_OVER)
+    return saved
+
+
 def load_saved_job(output: str) -> tuple[Job, dict[str, Any]]:
     """Load the job saved in the work directory of ``output``."""
+    from pydantic import ValidationError
+
     wd = find_workdir(output)
-    saved = json.loads((wd / "job.json").read_text(encoding="utf-8"))
-    return Job.model_validate(saved["job"]), saved
+    saved = _read_saved(wd)
+    try:
+        return Job.model_validate(saved["job"]), saved
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise InputError(f"the saved job {str(wd / 'job.json')!r} is damaged ({where}: {err.get('msg', '')})", _START_OVER) from None
 
 
 def job_status(output: str) -> dict[str, Any]:
@@ -35,16 +56,16 @@ def job_status(output: str) -> dict[str, Any]:
     -------
     dict
         command, fingerprint, tiles total/done, outputs total/done, failed tiles
-        with their errors, whether a run holds the lock, and the state
+        with their errors and attempts, whether a run holds the lock, and the state
         (``complete``, ``failed``, ``running`` or ``incomplete``).
     """
     wd = find_workdir(output)
-    saved = json.loads((wd / "job.json").read_text(encoding="utf-8"))
+    saved = _read_saved(wd)
     latest = Manifest(wd).latest()
     tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
     outputs = saved.get("outputs", [])
     outs_done = sum(output_done(latest.get(f"{i}/output"), Path(path)) for i, path in enumerate(outputs))
-    failed = {k: r.get("error", "") for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
+    failed = {k: _failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
     if outs_done == len(outputs):
         state = "complete"
@@ -59,6 +80,11 @@ def job_status(output: str) -> dict[str, Any]:
         "state": state, "tiles_total": saved.get("tiles", 0), "tiles_done": tiles_done, "outputs_total": len(outputs),
         "outputs_done": outs_done, "failed": failed, "lock_holder": running,
     }  # fmt: skip
+
+
+def _failure(rec: dict[str, Any]) -> str:
+    n = rec.get("attempts")
+    return f"{rec.get('error', '')} (after {n} attempt{'s' if n != 1 else ''})" if n else str(rec.get("error", ""))
 
 
 def _locked(path: Path) -> str | None:

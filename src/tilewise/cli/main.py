@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from tilewise import __version__
-from tilewise.errors import TilewiseError, UsageError
+from tilewise.errors import OutputError, TilewiseError, UsageError
 
 F = Callable[..., Any]
 
@@ -38,7 +38,7 @@ def _parse_float_kv(values: Sequence[str], what: str) -> dict[str, float]:
         try:
             out[k] = float(v)
         except ValueError:
-            raise UsageError(f"{what} {k}={v!r}: {v!r} is not a number") from None
+            raise UsageError(f"{what} {k}={v!r}: {v!r} is not a number", f"write it like {what} {k}=0.0001") from None
     return out
 
 
@@ -49,6 +49,8 @@ def job_options(f: F) -> F:
         click.option("--executor", default="processes", show_default=True, help="Where tiles run: processes, threads or serial."),
         click.option("--workers", type=int, default=None, help="Number of workers (default: usable cores)."),
         click.option("--retries", type=int, default=2, show_default=True, help="Retries of a failing tile before it is reported."),
+        click.option("--fail-fast/--keep-going", "fail_fast", default=False,
+                     help="Stop at the first tile that fails all its retries, or (the default) finish the other tiles first; exit 1 either way."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over an unfinished different job."),
         click.option("--dtype", default="float32", show_default=True, help="Output data type."),
         click.option("--nodata", type=float, default=None, help="Output nodata value (default: NaN for floats)."),
@@ -70,7 +72,7 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
         "tile_size": kw.pop("tile_size"), "executor": kw.pop("executor"), "workers": kw.pop("workers"), "retries": kw.pop("retries"),
         "dtype": kw.pop("dtype"), "nodata": kw.pop("nodata"), "compress": kw.pop("compress"), "level": kw.pop("level"),
         "predictor": kw.pop("predictor"), "creation_options": _parse_kv(kw.pop("creation_options"), "--co"),
-        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"),
+        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), "fail_fast": kw.pop("fail_fast"),
     }  # fmt: skip
 
 
@@ -93,6 +95,11 @@ def _run(ctx: click.Context, job: Any, overwrite: bool) -> None:
     from tilewise.runner import run_job
 
     verbosity = ctx.obj["verbosity"]
+    if not overwrite and not (job.workdir / "job.json").exists():
+        # Refused here, before the runner makes a work directory beside an output that is not ours.
+        for item in job.items:
+            if Path(item.output).is_file():
+                raise OutputError(f"output {item.output!r} already exists", "pass --overwrite to replace it, or choose another -o path")
     summary = run_job(job, overwrite=overwrite, progress=ProgressPrinter(verbosity))
     if verbosity >= 0:
         click.echo(format_summary(summary, job.band_name))
@@ -248,6 +255,9 @@ def run_cmd(ctx: click.Context, job_file: str, overwrite: bool, executor: str | 
 
 
 def _with_executor(job: Any, executor: str | None, workers: int | None) -> Any:
+    from tilewise.api import check_executor
+
+    check_executor(executor, workers)
     updates = {k: v for k, v in (("name", executor), ("workers", workers)) if v is not None}
     if updates:
         job = job.model_copy(update={"executor": job.executor.model_copy(update=updates)})
@@ -314,10 +324,12 @@ def quicklook(raster: str, output: str, band: int, cmap: str, vmin: float | None
     click.echo(str(ql(raster, output, band=band, cmap=cmap, vmin=vmin, vmax=vmax, max_size=max_size, title=title)))
 
 
+from tilewise.cli.bench import bench_group  # noqa: E402
 from tilewise.cli.sheets import merge_cmd, split_cmd  # noqa: E402  (the commands live beside the group)
 
 cli.add_command(split_cmd)
 cli.add_command(merge_cmd)
+cli.add_command(bench_group)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -329,12 +341,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except TilewiseError as exc:
         if verbose:
             traceback.print_exc()
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {' '.join(str(exc).split(chr(10)))}", err=True)  # one line, whatever the value named in it
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"Error: {exc.format_message()}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "tilewise"
+        click.echo(f"Error: {exc.format_message()} - see '{where} --help'", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("Interrupted: rerun the same command to resume where it stopped.", err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tilewise.errors import UsageError
-from tilewise.executors.base import Executor, usable_cores
+from tilewise.executors.base import Executor, WorkList, usable_cores
 
 EXECUTORS = ("processes", "threads", "serial")
 
@@ -28,4 +28,4 @@ def get_executor(name: str, workers: int | None = None) -> Executor:
     raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "get_executor", "usable_cores"]
+__all__ = ["EXECUTORS", "Executor", "WorkList", "get_executor", "usable_cores"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from tilewise.executors.base import WorkerLostError
+from tilewise.executors.base import WorkerLostError, WorkList
 
 
 class SerialExecutor:
@@ -18,11 +18,13 @@ class SerialExecutor:
     workers = 1
 
     def map_unordered(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
-        for i, unit in enumerate(units):
+        work = units if isinstance(units, WorkList) else WorkList(units)
+        while (i := work.take()) is not None:
             try:
-                yield i, fn(unit)
+                result = fn(work[i])
             except Exception as exc:
-                yield i, exc
+                result = exc
+            yield i, result
 
     def close(self) -> None:
         pass
@@ -41,48 +43,58 @@ class _PoolExecutor:
         raise NotImplementedError
 
     def map_unordered(self, fn: Callable[[Any], Any], units: Sequence[Any]) -> Iterator[tuple[int, Any]]:
-        # Submitting lazily keeps memory flat for millions of units.
+        # Submitting lazily keeps memory flat for millions of units. Units the caller adds to a
+        # WorkList while iterating (retries) go out next; a closed one gets no new submissions
+        # while the units in flight drain.
+        work = units if isinstance(units, WorkList) else WorkList(units)
         pending: dict[cf.Future[Any], int] = {}
-        todo = iter(range(len(units)))
         in_flight = 2 * self.workers
         if self._pool is None:
             self._pool = self._make_pool()
 
         def top_up() -> None:
-            while len(pending) < in_flight:
-                i = next(todo, None)
-                if i is None:
-                    return
+            while len(pending) < in_flight and (i := work.take()) is not None:
                 assert self._pool is not None
                 try:
-                    pending[self._pool.submit(fn, units[i])] = i
+                    pending[self._pool.submit(fn, work[i])] = i
                 except BrokenProcessPool:
                     self._restart()
-                    pending[self._pool.submit(fn, units[i])] = i
+                    pending[self._pool.submit(fn, work[i])] = i
 
-        top_up()
-        while pending:
-            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            broken = False
-            for fut in done:
-                i = pending.pop(fut)
-                try:
-                    yield i, fut.result()
-                except BrokenProcessPool:
-                    broken = True
-                    yield i, WorkerLostError(
-                        "a worker process died while running this task (killed, out of memory, or a script calling tilewise"
-                        " without an 'if __name__ == \"__main__\":' guard)"
-                    )
-                except Exception as exc:
-                    yield i, exc
-            if broken:
-                # Every other unit in flight died with the pool: report them too, then start afresh.
-                for fut, i in list(pending.items()):
-                    pending.pop(fut)
-                    yield i, WorkerLostError("a worker process died while this task was in flight")
-                self._restart()
+        try:
             top_up()
+            while pending:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    i = pending.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        result = WorkerLostError(
+                            "a worker process died while running this task (killed, out of memory, or a script calling tilewise"
+                            " without an 'if __name__ == \"__main__\":' guard)"
+                        )
+                    except Exception as exc:
+                        result = exc
+                    yield i, result
+                if broken:
+                    # The other units in flight died with the pool (its workers are stopped): report
+                    # them too, keeping any result that arrived before, then start afresh.
+                    for fut, i in list(pending.items()):
+                        pending.pop(fut)
+                        if fut.done() and not fut.cancelled() and fut.exception() is None:
+                            yield i, fut.result()
+                        else:
+                            yield i, WorkerLostError("a worker process died while this task was in flight")
+                    self._restart()
+                top_up()
+        finally:
+            # The caller stopped early (fail-fast, an error, Ctrl-C): submit nothing more and drop
+            # what has not started; units already running finish, and close() waits for them.
+            for fut in pending:
+                fut.cancel()
 
     def _restart(self) -> None:
         if self._pool is not None:
