@@ -22,7 +22,7 @@ import numpy as np
 
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid, Window
-from tilewise.rasterfile import open_read, write_raster_file
+from tilewise.rasterfile import open_read_kept, write_raster_file
 from tilewise.sources.raster import BandRef
 
 
@@ -68,7 +68,7 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
     dst = (slice(None), slice(inside.row_off - window.row_off, inside.row_end - window.row_off),
            slice(inside.col_off - window.col_off, inside.col_end - window.col_off))  # fmt: skip
     try:
-        with open_read(path) as ds:
+        with open_read_kept(path, refs[0].identity) as ds:
             src = ds
             vrt = None
             if refs[0].warp_to is not None:

@@ -24,7 +24,9 @@ from tilewise.grid import Grid
 # GDAL settings for every read/write: a bounded block cache per worker. Directory
 # listing on open stays on, so .aux.xml sidecars (nodata, scale/offset) are seen.
 GDAL_ENV: dict[str, Any] = {
-    "GDAL_CACHEMAX": 256,
+    # In bytes: rasterio passes an integer to GDALSetCacheMax64, so 256 meant 256 *bytes*
+    # (no block cache at all), which made every halo re-decode its neighbours' blocks.
+    "GDAL_CACHEMAX": 256 * 1024 * 1024,
     "GDAL_NUM_THREADS": 1,
 }
 
@@ -93,7 +95,9 @@ def copy_raster(src: str | Path, dst: str | Path, driver: str, **creation_option
     """Copy ``src`` to a new file ``dst`` with a GDAL driver's CreateCopy (e.g. the COG driver)."""
     from rasterio.shutil import copy
 
-    with rasterio.Env(**{**GDAL_ENV, "GDAL_NUM_THREADS": creation_options.get("NUM_THREADS", 1)}):
+    # A small block cache: the COG driver streams its source once, and a big cache only
+    # added copying (measured: 16 MiB assembles a 16384² output ~1 s faster than 256 MiB).
+    with rasterio.Env(**{**GDAL_ENV, "GDAL_NUM_THREADS": creation_options.get("NUM_THREADS", 1), "GDAL_CACHEMAX": 16 * 1024 * 1024}):
         try:
             copy(str(src), str(dst), driver=driver, **creation_options)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:

@@ -26,6 +26,7 @@ from tilewise.io import DiskFullError, disk_full, fmt_bytes, free_bytes
 from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
 from tilewise.overviews import OverviewTask, level_grid, overview_factors, pyramid_sources, regions
+from tilewise.rasterfile import close_kept
 from tilewise.task import Task
 
 # A work unit should carry at least this many pixels, so per-unit overhead stays small.
@@ -120,6 +121,7 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         lock.release()
         if own_executor and executor is not None:
             executor.close()
+        close_kept()  # read handles the serial executor kept in this thread
     summary.wall_s = time.perf_counter() - t0
     summary.workdir = str(workdir)
     if summary.failed:
@@ -287,15 +289,27 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
                 ovr_path=str(workdir / "ovr" / str(it.index) / f"{tile.key}.tif") if fused else "",
             ))  # fmt: skip
     # Interleave outputs so every worker starts on different files.
-    tasks.sort(key=lambda t: (t.tile.key, t.item))
+    if plan.op.halo:
+        # Neighbourhood ops: each output's tiles in row order, so a worker running a unit of
+        # consecutive tiles finds most of each halo in the blocks it decoded for the previous tile.
+        tasks.sort(key=lambda t: (t.item, t.tile.key))
+    else:
+        tasks.sort(key=lambda t: (t.tile.key, t.item))
     return tasks
 
 
 def _units(tasks: list[Task], workers: int) -> list[tuple[Task, ...]]:
-    """Group small tasks so each unit carries about MIN_UNIT_PIXELS, keeping >= 4 units per worker."""
+    """Group small tasks so each unit carries about MIN_UNIT_PIXELS, keeping >= 4 units per worker.
+
+    Tiles with a halo are grouped into runs of consecutive tiles (bands of tile rows) whatever
+    their size: the worker reads them through one kept dataset handle, whose block cache then
+    serves the halo blocks shared with the previous tile instead of decoding them again.
+    """
     if not tasks:
         return []
     cap = max(1, math.ceil(len(tasks) / (4 * workers)))
+    if getattr(getattr(tasks[0], "op", None), "halo", 0):
+        return [tuple(tasks[i : i + cap]) for i in range(0, len(tasks), cap)]
     units: list[tuple[Task, ...]] = []
     cur: list[Task] = []
     px = 0
