@@ -254,7 +254,7 @@ def _col_pass(x: np.ndarray, k: int, r0: int, op: int, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _median(x: np.ndarray, ok: np.ndarray, mask: np.ndarray, need: int, out: np.ndarray, cnt: np.ndarray) -> None:  # pragma: no cover
+def _median(x: np.ndarray, ok: np.ndarray, mask: np.ndarray, need: int, out: np.ndarray) -> None:  # pragma: no cover
     kh, kw = mask.shape
     h, w = out.shape
     buf = np.empty(kh * kw)
@@ -266,7 +266,6 @@ def _median(x: np.ndarray, ok: np.ndarray, mask: np.ndarray, need: int, out: np.
                     if mask[a, b] and ok[i + a, j + b]:
                         buf[n] = x[i + a, j + b]
                         n += 1
-            cnt[i, j] = n
             out[i, j] = np.median(buf[:n]) if n >= need and n > 0 else np.nan
 
 
@@ -274,7 +273,7 @@ _OPS = {"sum": 0, "min": 1, "max": 2}
 
 
 def _pos_mod(origin: int, k: int) -> int:
-    # numba's % follows C for negative numbers; give it a non-negative anchor with the same residue.
+    # The kernels take the anchor as a residue in [0, k), so their modulo arithmetic never meets a negative number.
     return origin % k
 
 
@@ -367,8 +366,7 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
         return FocalResult(count.copy(), count)
     if stat == "median":
         out = np.empty(count.shape)
-        cnt = np.empty(count.shape, dtype=np.int64)
-        _median(values, valid, footprint.mask(), need, out, cnt)
+        _median(values, valid, footprint.mask(), need, out)
         return FocalResult(out, count)
     with np.errstate(invalid="ignore", divide="ignore"):
         if stat == "sum":
