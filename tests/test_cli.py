@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tilewise
 from tests.conftest import read_raster, write_raster
 from tilewise.cli.main import main
+from tilewise.errors import OutputError
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -140,3 +142,12 @@ def test_job_file_equals_cli(tmp_path: Path, scene_tif: Path) -> None:
     bad.write_text('command = "ndvi"\ninputs = ["x.tif"]\noutput = "o.tif"\ntile_sise = 5\n')
     r2 = run_cli("run", str(bad))
     assert r2.returncode == 2 and "tile_sise" in r2.stderr
+
+
+def test_api_refuses_existing_output_without_leaving_a_workdir(tmp_path: Path, scene_tif: Path) -> None:
+    out = tmp_path / "taken.tif"
+    out.write_bytes(b"somebody else's file")
+    with pytest.raises(OutputError, match="already exists"):
+        tilewise.ndvi(str(scene_tif), str(out), red=1, nir=2, executor="serial")
+    assert out.read_bytes() == b"somebody else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "taken.tif"]

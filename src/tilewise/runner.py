@@ -105,6 +105,12 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     plan = plan_job(job)
     _check_output_paths(job, plan)
     workdir = job.workdir
+    if not overwrite and not (workdir / "job.json").exists():
+        # No saved job, so an existing output cannot be ours: refuse before the lock
+        # creates a work directory beside it.
+        for it in plan.items:
+            if it.output.is_file():
+                raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
     lock = WorkLock(workdir, job.output_root)
     lock.acquire()
     manifest = Manifest(workdir)

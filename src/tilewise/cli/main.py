@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from tilewise import __version__
-from tilewise.errors import OutputError, TilewiseError, UsageError
+from tilewise.errors import TilewiseError, UsageError
 
 F = Callable[..., Any]
 
@@ -95,11 +95,6 @@ def _run(ctx: click.Context, job: Any, overwrite: bool) -> None:
     from tilewise.runner import run_job
 
     verbosity = ctx.obj["verbosity"]
-    if not overwrite and not (job.workdir / "job.json").exists():
-        # Refused here, before the runner makes a work directory beside an output that is not ours.
-        for item in job.items:
-            if Path(item.output).is_file():
-                raise OutputError(f"output {item.output!r} already exists", "pass --overwrite to replace it, or choose another -o path")
     summary = run_job(job, overwrite=overwrite, progress=ProgressPrinter(verbosity))
     if verbosity >= 0:
         click.echo(format_summary(summary, job.band_name))
