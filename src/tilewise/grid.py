@@ -101,7 +101,7 @@ class Grid:
         if self.shape != other.shape:
             return f"shape {other.height}x{other.width} instead of {self.height}x{self.width}"
         if not _same_crs(self.crs, other.crs):
-            return f"CRS {_crs_name(other.crs)} instead of {_crs_name(self.crs)}"
+            return f"CRS {crs_name(other.crs)} instead of {crs_name(self.crs)}"
         pix = max(abs(self.transform.a), abs(self.transform.e), 1e-300)
         for name, a, b in zip("abcdef", self.transform[:6], other.transform[:6], strict=True):
             if not math.isclose(a, b, rel_tol=rel_tol, abs_tol=pix * 1e-6):
@@ -115,7 +115,8 @@ class Grid:
             raise GridMismatchError(f"{other_what} is on a different grid than {what}: {diff}", hint)
 
 
-def _crs_name(crs: str | None) -> str:
+def crs_name(crs: object) -> str:
+    """A short name of a CRS (WKT or any user input) for messages: ``EPSG:32632``, or the start of its definition."""
     if crs is None:
         return "none"
     from rasterio.crs import CRS

@@ -39,6 +39,16 @@ GDAL_TYPES = {
     "int32": "Int32", "float32": "Float32", "float64": "Float64",
 }  # fmt: skip
 
+
+def vrt_number(v: float) -> str:
+    """A number as VRT XML writes it: ``nan``, ``inf``, integers without a fraction, else the shortest repr."""
+    if v != v:
+        return "nan"
+    if v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
+
+
 def _looks_like_gdal_name(path: str) -> bool:
     return path.startswith(("/vsi", "netcdf:", "NETCDF:", "HDF5:", "HDF4", "GTIFF_DIR:")) or "://" in path
 

@@ -31,8 +31,9 @@ import numpy as np
 from affine import Affine
 
 from tilewise.errors import GridMismatchError, InputError, OutputError, UsageError
-from tilewise.grid import Window, _crs_name
-from tilewise.rasterfile import fsync_dir, open_read, open_write
+from tilewise.executors.base import usable_cores
+from tilewise.grid import Window, crs_name
+from tilewise.rasterfile import fsync_dir, open_read, open_write, vrt_number
 
 #: Most bytes of pixels read from the input at once while splitting (one strip of a group of tiles).
 STRIP_BYTES = 64 * 2**20
@@ -509,7 +510,7 @@ def _place(pieces: Sequence[_Piece]) -> tuple[Affine, int, int, list[Window]]:
 
 
 def _crs_label(crs: Any) -> str:
-    return "none" if crs is None else _crs_name(crs.to_wkt())
+    return "none" if crs is None else crs_name(crs.to_wkt())
 
 
 def _gdal_types() -> dict[str, str]:
@@ -536,15 +537,7 @@ def _first_gap(height: int, width: int, windows: Sequence[Window]) -> tuple[int,
 
 
 def _nodata_text(v: float | None) -> str:
-    return "none" if v is None else _num(v)
-
-
-def _num(v: float) -> str:
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return str(int(v)) if float(v).is_integer() and abs(v) < 2**53 else repr(float(v))
+    return "none" if v is None else vrt_number(v)
 
 
 def mosaic_vrt_xml(transform: Affine, height: int, width: int, pieces: Sequence[_Piece], windows: Sequence[Window], vrt_dir: Path | None) -> str:
@@ -569,7 +562,7 @@ def mosaic_vrt_xml(transform: Affine, height: int, width: int, pieces: Sequence[
     for b in range(1, first.count + 1):
         lines.append(f'  <VRTRasterBand dataType="{gdt}" band="{b}">')
         if first.nodata is not None:
-            lines.append(f"    <NoDataValue>{_num(first.nodata)}</NoDataValue>")
+            lines.append(f"    <NoDataValue>{vrt_number(first.nodata)}</NoDataValue>")
         if meta.descriptions[b - 1]:
             lines.append(f"    <Description>{escape(meta.descriptions[b - 1] or '')}</Description>")
         lines.append(f"    <ColorInterp>{meta.colorinterp[b - 1].name.capitalize()}</ColorInterp>")
@@ -607,13 +600,6 @@ def _source_name(path: str, vrt_dir: Path | None) -> tuple[str, bool]:
         return os.path.relpath(absolute, vrt_dir.resolve()), True
     except ValueError:  # another drive on Windows
         return absolute, False
-
-
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def merge(inputs: PathLike | Sequence[PathLike], output: PathLike, compress: str = "zstd", overviews: bool = True, overwrite: bool = False) -> Path:
@@ -716,7 +702,7 @@ def _write_cog(out: Path, xml: str, dtype: str, compress: str, overviews: bool) 
     from tilewise.rasterfile import copy_raster
 
     extra = {"PREDICTOR": "NO"} if np.dtype(dtype).kind == "c" else {}
-    opts = cog_options(compress, None, None, overviews, dtype, extra, _usable_cores())
+    opts = cog_options(compress, None, None, overviews, dtype, extra, usable_cores())
     vrt = out.with_name(f".{out.name}.{os.getpid()}.merge.vrt")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:

@@ -272,10 +272,6 @@ def _median(x: np.ndarray, ok: np.ndarray, mask: np.ndarray, need: int, out: np.
 _OPS = {"sum": 0, "min": 1, "max": 2}
 
 
-def _pos_mod(origin: int, k: int) -> int:
-    # The kernels take the anchor as a residue in [0, k), so their modulo arithmetic never meets a negative number.
-    return origin % k
-
 
 def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], how: str) -> np.ndarray:
     """Reduce ``x`` (float64, h×w) over every full window: result (h - 2R, w - 2R).
@@ -290,9 +286,10 @@ def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], 
     if footprint.shape == "square":
         k = 2 * r + 1
         rows = np.empty((h, ow))
-        _row_pass(x, k, _pos_mod(origin[1], k), op, rows)
+        # Anchors go in as residues in [0, k) (Python's %), so the kernels never take a negative modulo.
+        _row_pass(x, k, origin[1] % k, op, rows)
         out = np.empty((1, oh, ow))
-        _col_pass(rows[None], k, _pos_mod(origin[0], k), op, out)
+        _col_pass(rows[None], k, origin[0] % k, op, out)
         return out[0]
     out = np.zeros((oh, ow)) if op == 0 else np.full((oh, ow), np.inf if op == 1 else -np.inf)
     widths = footprint.half_widths
@@ -300,7 +297,7 @@ def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], 
     for hw in sorted(set(widths)):
         k = 2 * hw + 1
         runs = np.empty((h, w - k + 1))
-        _row_pass(x, k, _pos_mod(origin[1], k), op, runs)
+        _row_pass(x, k, origin[1] % k, op, runs)
         part = runs[:, r - hw : r - hw + ow]
         for dy, wd in enumerate(widths):
             if wd == hw:
@@ -324,9 +321,9 @@ def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, 
     if footprint.shape == "square":
         k = 2 * r + 1
         rows = np.empty((n, h, ow))
-        _moment_rows(values, valid, k, _pos_mod(origin[1], k), rows)
+        _moment_rows(values, valid, k, origin[1] % k, rows)
         out = np.empty((n, oh, ow))
-        _col_pass(rows, k, _pos_mod(origin[0], k), 0, out)
+        _col_pass(rows, k, origin[0] % k, 0, out)
         return out
     x = np.where(valid, values, 0.0).astype(np.float64, copy=False)
     terms = [valid.astype(np.float64), x, x * x][:n]

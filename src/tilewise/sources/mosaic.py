@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-import rasterio.crs
 from affine import Affine
 
 from tilewise.errors import InputError
-from tilewise.grid import Grid
-from tilewise.rasterfile import GDAL_TYPES, grid_of, open_read
+from tilewise.grid import Grid, crs_name
+from tilewise.rasterfile import GDAL_TYPES, grid_of, open_read, vrt_number
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Mosaic:
         for b in range(1, first.count + 1):
             out.append(f'  <VRTRasterBand dataType="{GDAL_TYPES[first.dtype]}" band="{b}">')
             if first.nodata is not None:
-                out.append(f"    <NoDataValue>{_num(first.nodata)}</NoDataValue>")
+                out.append(f"    <NoDataValue>{vrt_number(first.nodata)}</NoDataValue>")
             for s in self.sheets:
                 r, c = s.offset
                 w, h = s.grid.width, s.grid.height
@@ -61,15 +60,11 @@ class Mosaic:
                 out.append(f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>')
                 out.append(f'      <DstRect xOff="{c}" yOff="{r}" xSize="{w}" ySize="{h}"/>')
                 if s.nodata is not None:
-                    out.append(f"      <NODATA>{_num(s.nodata)}</NODATA>")
+                    out.append(f"      <NODATA>{vrt_number(s.nodata)}</NODATA>")
                 out.append("    </ComplexSource>")
             out.append("  </VRTRasterBand>")
         out.append("</VRTDataset>")
         return "\n".join(out) + "\n"
-
-
-def _num(v: float) -> str:
-    return "nan" if v != v else repr(float(v))
 
 
 def read_sheets(paths: list[str]) -> Mosaic:
@@ -94,7 +89,7 @@ def read_sheets(paths: list[str]) -> Mosaic:
     for p, g, n, dt, _nd, crs in infos[1:]:
         t = g.transform
         if (crs is None) != (crs0 is None) or (crs is not None and crs != crs0):
-            raise InputError(f"sheet {p!r} has another CRS than {p0!r} ({_crs_name(crs)} vs {_crs_name(crs0)})",
+            raise InputError(f"sheet {p!r} has another CRS than {p0!r} ({crs_name(crs)} vs {crs_name(crs0)})",
                              "reproject the sheets to one CRS (gdalwarp -t_srs) before --mosaic")  # fmt: skip
         if t.b != 0 or t.d != 0 or not (_close(t.a, t0.a) and _close(t.e, t0.e)):
             raise InputError(f"sheet {p!r} has another resolution than {p0!r} ({t.a:g} x {-t.e:g} vs {t0.a:g} x {-t0.e:g})",
@@ -135,13 +130,6 @@ def write_vrt(mosaic: Mosaic, path: Path) -> str:
 
 def _close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-
-
-def _crs_name(crs: rasterio.crs.CRS | None) -> str:
-    if crs is None:
-        return "no CRS"
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else (crs.to_string()[:40] or "custom CRS")
 
 
 def _check_connected(paths: list[str], rects: list[tuple[int, int, int, int]]) -> None:
