@@ -4,12 +4,12 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-quick lint bench clean
+.PHONY: setup system-deps demo test test-quick lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,cluster]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -18,8 +18,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tilewise.demo --out demo-output
 
-## test: lint, type-check and the whole test suite (what CI runs)
-test: $(STAMP) lint
+## system-deps: Debian packages some tests need (slurmctld slurmd slurm-client munge parallel), when root
+system-deps:
+	scripts/slurm/up.sh --install-only || echo "note: SLURM / GNU parallel not installed; their tests will be skipped"
+
+## test: lint, type-check and the whole test suite (what CI runs); the SLURM tests start their own cluster
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## test-quick: everything but the tests marked slow

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tilewise.errors import InputError, UsageError
-from tilewise.job import ExecutorOptions, InputSpec, ItemSpec, Job, OutputOptions, build_job
+from tilewise.executors.options import ClusterResources, ExecutorOptions
+from tilewise.job import InputSpec, ItemSpec, Job, OutputOptions, build_job
 from tilewise.ops.pixel import INDICES, S2_ROLE_BANDS, normalized_difference
 from tilewise.runner import ProgressFn, RunSummary, run_job
 from tilewise.sources.raster import find_band_by_alias, split_band_spec
@@ -115,8 +116,12 @@ def _band_value(spec: str | int | None) -> int | str | None:
 # ---------------------------------------------------------------- job builders
 
 
+# Engine settings and cluster resources, given flat like every other option (executor="slurm", partition="debug").
+ENGINE_OPTIONS = ("tiles_per_task", "threads_per_worker", "memory_limit", "scheduler", "dask_cluster", "adapt", "parsl_provider", "blocks",
+                  "workers_per_node", "parts", "max_running", "interface")  # fmt: skip
+RESOURCE_OPTIONS = ("partition", "account", "time", "cpus_per_task", "mem_per_cpu", "mem", "nodes", "sbatch_args", "modules", "setup")
 OPTION_NAMES = frozenset({"dtype", "nodata", "compress", "level", "predictor", "creation_options", "overviews", "tile_size",
-                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles"})
+                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles", *ENGINE_OPTIONS, *RESOURCE_OPTIONS})
 
 
 def check_executor(name: Any, workers: Any) -> None:
@@ -150,10 +155,34 @@ def _common(options: Mapping[str, Any]) -> dict[str, Any]:
         "output": out,
         "tile_size": options.get("tile_size"),
         "align": options.get("align"),
-        "executor": ExecutorOptions(name=options.get("executor") or "processes", workers=options.get("workers"), retries=options.get("retries", 2),
-                                    fail_fast=bool(options.get("fail_fast", False))),
+        "executor": executor_options(options),
         "keep_tiles": bool(options.get("keep_tiles", False)),
     }
+
+
+def executor_options(options: Mapping[str, Any], base: ExecutorOptions | None = None) -> ExecutorOptions:
+    """Build :class:`ExecutorOptions` from flat options (``executor``, ``workers``, engine settings, resources).
+
+    Values that are None (or empty sequences) are left out, so ``base`` (the saved
+    job's options, for ``tilewise resume``) keeps them; an explicit value replaces it.
+    """
+    base = base or ExecutorOptions()
+    given = {k: v for k, v in options.items() if v is not None and not (isinstance(v, list | tuple) and not v)}
+    res = {k: tuple(given[k]) if k in ("sbatch_args", "modules", "setup") else given[k] for k in RESOURCE_OPTIONS if k in given}
+    if "adapt" in given and isinstance(given["adapt"], str):
+        from tilewise.executors.options import parse_adapt
+
+        try:
+            given["adapt"] = parse_adapt(given["adapt"])
+        except ValueError as exc:
+            raise UsageError(*str(exc).split("; ", 1)) from None
+    update: dict[str, Any] = {k: given[k] for k in ENGINE_OPTIONS if k in given}
+    for key, name in (("executor", "name"), ("workers", "workers"), ("retries", "retries"), ("fail_fast", "fail_fast")):
+        if key in given:
+            update[name] = bool(given[key]) if key == "fail_fast" else given[key]
+    if res:
+        update["resources"] = ClusterResources.model_validate({**base.resources.model_dump(), **res})
+    return ExecutorOptions.model_validate({**base.model_dump(), **update})
 
 
 # How to give each option right, for messages about a value of the wrong type or range.
@@ -168,6 +197,20 @@ _OPTION_HINTS = {
     "tile_size": "give a whole number of pixels, e.g. --tile-size 1024",
     "align": "give a resampling name, e.g. --align bilinear",
     "workers": "give a whole number of 1 or more, e.g. --workers 4",
+    "name": "use one of processes, threads, serial, dask, parsl, slurm, gnu-parallel",
+    "tiles_per_task": "give a whole number of 1 or more, e.g. --tiles-per-task 8",
+    "threads_per_worker": "give a whole number of 1 or more, e.g. --threads-per-worker 2",
+    "dask_cluster": "use --dask-cluster local or slurm",
+    "parsl_provider": "use --parsl-provider local or slurm",
+    "blocks": "give a whole number of batch jobs, e.g. --blocks 2",
+    "workers_per_node": "give a whole number of 1 or more, e.g. --workers-per-node 4",
+    "parts": "give a whole number of 1 or more, e.g. --parts 16",
+    "max_running": "give a whole number of 1 or more, e.g. --max-running 4",
+    "cpus_per_task": "give a whole number of cores, e.g. --cpus-per-task 4",
+    "nodes": "give a whole number of nodes, e.g. --nodes 1",
+    "time": "give a SLURM time limit, e.g. --time 01:30:00",
+    "mem_per_cpu": "give a size with a unit, e.g. --mem-per-cpu 2G",
+    "mem": "give a size with a unit, e.g. --mem 16G",
     "retries": "use a whole number from 0 to 20, e.g. --retries 2",
     "keep_tiles": "use true or false",
     "stat": "use one of mean, sum, min, max, std, variance, range, median, count",
@@ -182,7 +225,8 @@ _OPTION_HINTS = {
 
 
 # CLI flags whose names differ from the option's Python name.
-_FLAGS = {"bands": "--band", "creation_options": "--co", "subtract": "--subtract-from-input", "overviews": "--no-overviews"}
+_FLAGS = {"bands": "--band", "creation_options": "--co", "subtract": "--subtract-from-input", "overviews": "--no-overviews", "name": "--executor",
+          "sbatch_args": "--sbatch-arg", "modules": "--module"}
 
 
 def option_error(exc: Any) -> UsageError:

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tilewise.errors import ExpressionError, UsageError
+from tilewise.executors.options import ExecutorOptions
 from tilewise.grid import Grid
 from tilewise.ops.base import Operation
 from tilewise.ops.pixel import ExpressionOp
@@ -87,15 +88,6 @@ class FocalSpec(_Model):
     subtract: bool = False
     bands: tuple[int, ...] | None = None
     mosaic: bool = False
-
-
-class ExecutorOptions(_Model):
-    """Where tasks run; not part of the fingerprint (moving a job does not change it)."""
-
-    name: str = "processes"
-    workers: int | None = None
-    retries: int = Field(default=2, ge=0, le=20)
-    fail_fast: bool = False  # stop at the first tile that failed all its attempts (default: finish the others)
 
 
 class Job(_Model):

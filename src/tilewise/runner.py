@@ -20,7 +20,7 @@ import numpy as np
 
 from tilewise.assemble import AssembleTask, Source, cog_options, run_assemble, vrt_xml
 from tilewise.errors import OutputError, RunFailedError
-from tilewise.executors import Executor, WorkList, get_executor
+from tilewise.executors import DETACHED, Executor, WorkList, make_executor
 from tilewise.grid import Grid
 from tilewise.io import DiskFullError, disk_full, fmt_bytes, free_bytes
 from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
@@ -69,12 +69,15 @@ class RunSummary:
     workers: int = 0
     per_output: dict[str, dict[str, Any]] = field(default_factory=dict)
     stopped: bool = False  # fail-fast stopped the run at its first failed tile
+    batch: dict[str, Any] = field(default_factory=dict)  # batch executors: what was submitted, scripts, commands
+    pending: bool = False  # batch executors: submitted (or, with dry_run, prepared) but not waited for
 
 
 ProgressFn = Callable[[Event], None]
 
 
-def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None) -> RunSummary:
+def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None,
+            dry_run: bool = False, wait: bool = True) -> RunSummary:  # fmt: skip
     """Run ``job`` to completion, resuming from its work directory when possible.
 
     Parameters
@@ -87,6 +90,12 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         Called with an :class:`Event` after each finished unit.
     executor
         An executor to use instead of the one the job names.
+    dry_run
+        For the batch executors (slurm, gnu-parallel): write the scripts and
+        report the commands, but submit or run nothing.
+    wait
+        For the batch executors: follow the submitted jobs until they end
+        (default), or return once they are submitted.
 
     Raises
     ------
@@ -102,22 +111,27 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     """
     t0 = time.perf_counter()
     emit = progress or (lambda e: None)
+    if executor is None and job.executor.name in DETACHED:
+        from tilewise.launch import launch_job  # the batch launchers sit above the runner
+
+        return launch_job(job, overwrite=overwrite, emit=emit, dry_run=dry_run, wait=wait)
     plan = plan_job(job)
     _check_output_paths(job, plan)
     workdir = job.workdir
-    if not overwrite and not (workdir / "job.json").exists():
-        # No saved job, so an existing output cannot be ours: refuse before the lock
-        # creates a work directory beside it.
-        for it in plan.items:
-            if it.output.is_file():
-                raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
-    lock = WorkLock(workdir, job.output_root)
-    lock.acquire()
-    manifest = Manifest(workdir)
+    check_unowned_outputs(job, plan, overwrite)
     own_executor = executor is None
+    if executor is None:
+        # Before the lock: an unreachable scheduler or a missing sbatch leaves no work directory behind.
+        executor = make_executor(job.executor, workdir)
+    lock = WorkLock(workdir, job.output_root)
     try:
-        if executor is None:
-            executor = get_executor(job.executor.name, job.executor.workers)
+        lock.acquire()
+    except BaseException:
+        if own_executor:
+            executor.close()
+        raise
+    manifest = Manifest(workdir)
+    try:
         done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
         summary = _run(job, plan, workdir, manifest, done, executor, emit)
     except DiskFullError as exc:
@@ -125,11 +139,25 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     finally:
         manifest.close()
         lock.release()
-        if own_executor and executor is not None:
+        if own_executor:
             executor.close()
         close_kept()  # read handles the serial executor kept in this thread
     summary.wall_s = time.perf_counter() - t0
     summary.workdir = str(workdir)
+    raise_if_failed(summary, job)
+    return summary
+
+
+def check_unowned_outputs(job: Job, plan: Plan, overwrite: bool) -> None:
+    """Refuse an existing output when no saved job owns it, before a lock creates a work directory beside it."""
+    if not overwrite and not (job.workdir / "job.json").exists():
+        for it in plan.items:
+            if it.output.is_file():
+                raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
+
+
+def raise_if_failed(summary: RunSummary, job: Job) -> None:
+    """Raise :class:`RunFailedError` naming the first failed tile when ``summary`` has failures."""
     if summary.failed:
         first = sorted(summary.failed.items())[0]
         stopped = ""
@@ -140,7 +168,6 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
             f"{len(summary.failed)} of {summary.tiles_total} tiles failed (first: {first[0]}: {first[1]}){stopped}",
             f"see 'tilewise status {job.output_root}'; rerun the same command to retry them",
         )
-    return summary
 
 
 def _with_space_needed(exc: DiskFullError, job: Job, plan: Plan) -> DiskFullError:
@@ -304,7 +331,7 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
     return tasks
 
 
-def _units(tasks: list[Task], workers: int) -> list[tuple[Task, ...]]:
+def _units(tasks: list[Task], workers: int, per_unit: int | None = None) -> list[tuple[Task, ...]]:
     """Group small tasks so each unit carries about MIN_UNIT_PIXELS, keeping >= 4 units per worker.
 
     Tiles with a halo are grouped into runs of consecutive tiles (bands of tile rows) whatever
@@ -313,6 +340,8 @@ def _units(tasks: list[Task], workers: int) -> list[tuple[Task, ...]]:
     """
     if not tasks:
         return []
+    if per_unit:  # the user chose the granularity (--tiles-per-task)
+        return [tuple(tasks[i : i + per_unit]) for i in range(0, len(tasks), per_unit)]
     cap = max(1, math.ceil(len(tasks) / (4 * workers)))
     if getattr(getattr(tasks[0], "op", None), "halo", 0):
         return [tuple(tasks[i : i + cap]) for i in range(0, len(tasks), cap)]
@@ -364,7 +393,7 @@ def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manife
     are recorded). A full disk stops the phase at once with :class:`DiskFullError`.
     """
     attempts: dict[str, int] = {}
-    units = WorkList(_units(tasks, executor.workers))
+    units = WorkList(_units(tasks, executor.workers, opts.tiles_per_task))
     results = executor.map_unordered(_guarded_batch, units)
     try:
         for idx, result in results:
@@ -428,7 +457,9 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
         emit(Event("done", total, total, "already complete"))
         return summary
     summary.executor, summary.workers = executor.name, executor.workers
-    emit(Event("start", tiles.done, total, f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name})"))
+    detail = getattr(executor, "detail", "")  # e.g. the dask dashboard's address
+    emit(Event("start", tiles.done, total,
+               f"{len(todo)} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name}){'; ' + detail if detail else ''}"))  # fmt: skip
     try:
         _make_dirs(workdir, [it for it in plan.items if it.index not in items_done])
         complete = _run_phase(todo, "tile", executor, manifest, job.executor, tiles, records, failed, emit)

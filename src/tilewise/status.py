@@ -37,9 +37,15 @@ def _read_saved(wd: Path) -> dict[str, Any]:
 
 def load_saved_job(output: str) -> tuple[Job, dict[str, Any]]:
     """Load the job saved in the work directory of ``output``."""
+    return load_job_at(find_workdir(output))
+
+
+def load_job_at(wd: Path) -> tuple[Job, dict[str, Any]]:
+    """Load the job saved in the work directory ``wd`` (with the saved record: fingerprint, outputs, tiles)."""
     from pydantic import ValidationError
 
-    wd = find_workdir(output)
+    if not (wd / "job.json").is_file():
+        raise InputError(f"{str(wd)!r} holds no tilewise job (no job.json)", "give the work directory of a job: the hidden .tilewise folder beside its output")
     saved = _read_saved(wd)
     try:
         return Job.model_validate(saved["job"]), saved
@@ -67,9 +73,10 @@ def job_status(output: str) -> dict[str, Any]:
     outs_done = sum(output_done(latest.get(f"{i}/output"), Path(path)) for i, path in enumerate(outputs))
     failed = {k: _failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
+    batch = _batch(wd, saved, latest, outs_done == len(outputs))
     if outs_done == len(outputs):
         state = "complete"
-    elif running:
+    elif running or batch.get("active"):
         state = "running"
     elif failed:
         state = "failed"
@@ -78,8 +85,30 @@ def job_status(output: str) -> dict[str, Any]:
     return {
         "output": output, "workdir": str(wd), "command": saved["job"].get("command"), "fingerprint": saved.get("fingerprint"),
         "state": state, "tiles_total": saved.get("tiles", 0), "tiles_done": tiles_done, "outputs_total": len(outputs),
-        "outputs_done": outs_done, "failed": failed, "lock_holder": running,
+        "outputs_done": outs_done, "failed": failed, "lock_holder": running, "batch": batch,
     }  # fmt: skip
+
+
+def _batch(wd: Path, saved: dict[str, Any], latest: dict[str, dict[str, Any]], complete: bool) -> dict[str, Any]:
+    """For a job run as batch parts (SLURM array, GNU parallel): the latest submission, active jobs, unfinished parts."""
+    from tilewise import launch
+
+    subs = launch.submissions(wd)
+    if not subs:
+        return {}
+    sub = subs[-1]
+    out: dict[str, Any] = {"system": sub.get("system"), "submissions": len(subs), "parts": sub.get("n"),
+                           "array_job": sub.get("array_job", ""), "finish_job": sub.get("finish_job", ""),
+                           "active": launch.active_jobs(wd), "unfinished": []}  # fmt: skip
+    if not complete:
+        try:
+            job = Job.model_validate(saved["job"])
+            from tilewise.job import plan_job
+
+            out["unfinished"] = launch.part_report(wd, plan_job(job), latest)
+        except Exception as exc:  # inputs gone or changed: still show the rest
+            out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 def _failure(rec: dict[str, Any]) -> str:

@@ -42,15 +42,76 @@ def _parse_float_kv(values: Sequence[str], what: str) -> dict[str, float]:
     return out
 
 
+def executor_options(f: F, *, saved: bool = False) -> F:
+    """Where a job runs: executor, engine settings and cluster resources (shared by job commands, run and resume).
+
+    With ``saved`` (run, resume) nothing has a default: options left out keep the job's values.
+    """
+
+    def d(value: Any) -> Any:
+        return None if saved else value
+
+    opts = [
+        click.option("--executor", default=d("processes"), show_default=not saved,
+                     help="Where tiles run: processes, threads, serial, dask, parsl, slurm or gnu-parallel."),
+        click.option("--workers", type=int, default=None, help="Number of workers (default: usable cores; dask: worker processes)."),
+        click.option("--retries", type=int, default=d(2), show_default=not saved, help="Retries of a failing tile before it is reported."),
+        click.option("--fail-fast/--keep-going", "fail_fast", default=d(False),
+                     help="Stop at the first tile that fails all its retries, or (the default) finish the other tiles first; exit 1 either way."),
+        click.option("--tiles-per-task", type=int, default=None, help="Tiles per engine task or batch part (default: sized for the engine)."),
+        click.option("--threads-per-worker", type=int, default=None, help="dask: threads per worker process (default 1)."),
+        click.option("--memory-limit", default=None, help="dask: memory limit per worker, e.g. 4GB (default auto)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS", help="dask: use the running scheduler at ADDRESS (tcp://host:8786)."),
+        click.option("--dask-cluster", type=click.Choice(["local", "slurm"]), default=None,
+                     help="dask: a LocalCluster (default) or a dask-jobqueue SLURMCluster with the resources below."),
+        click.option("--adapt", default=None, metavar="MIN:MAX", help="dask-jobqueue: adaptive scaling between MIN and MAX batch jobs."),
+        click.option("--parsl-provider", type=click.Choice(["local", "slurm"]), default=None, help="parsl: LocalProvider (default) or SlurmProvider."),
+        click.option("--blocks", type=int, default=None, help="parsl / dask-jobqueue: number of batch jobs (blocks) to start (default 1)."),
+        click.option("--workers-per-node", type=int, default=None, help="parsl: workers per node (default: --workers or usable cores)."),
+        click.option("--parts", type=int, default=None, help="slurm / gnu-parallel: number of parts (array elements, parallel jobs)."),
+        click.option("--max-running", type=int, default=None, help="slurm: at most M array elements at once (--array=1-N%M); gnu-parallel: -j M."),
+        click.option("--interface", default=None, help="dask / parsl: network interface the workers reach the scheduler on (ib0, lo)."),
+        click.option("--partition", default=None, help="Cluster resources: SLURM partition (queue)."),
+        click.option("--account", default=None, help="SLURM account (project) to charge."),
+        click.option("--time", "time_limit", default=None, help="Time limit per batch job, e.g. 01:30:00 (default: estimated from the job)."),
+        click.option("--cpus-per-task", type=int, default=None, help="Cores per batch job (default 1)."),
+        click.option("--mem-per-cpu", default=None, help="Memory per core, e.g. 2G (default: estimated from the tile size)."),
+        click.option("--mem", default=None, help="Memory per node instead of --mem-per-cpu, e.g. 16G."),
+        click.option("--nodes", type=int, default=None, help="Nodes per batch job (default 1)."),
+        click.option("--sbatch-arg", "sbatch_args", multiple=True, help="Extra sbatch argument, e.g. --sbatch-arg=--qos=short (repeatable)."),
+        click.option("--module", "modules", multiple=True, help="'module load' this in the worker environment (repeatable)."),
+        click.option("--setup", multiple=True, help="Shell line run before a worker starts, e.g. 'source venv/bin/activate' (repeatable)."),
+        click.option("--dry-run", is_flag=True, help="slurm / gnu-parallel: write the batch script or task list and print it; submit nothing."),
+        click.option("--no-wait", is_flag=True, help="slurm: return once submitted (follow later with 'tilewise status OUT')."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+EXECUTOR_KEYS = ("executor", "workers", "retries", "fail_fast", "tiles_per_task", "threads_per_worker", "memory_limit", "scheduler", "dask_cluster",
+                 "adapt", "parsl_provider", "blocks", "workers_per_node", "parts", "max_running", "interface", "partition", "account", "cpus_per_task",
+                 "mem_per_cpu", "mem", "nodes", "sbatch_args", "modules", "setup")  # fmt: skip
+
+
+def _saved_executor_options(f: F) -> F:
+    return executor_options(f, saved=True)
+
+
+def _executor_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: kw.pop(k) for k in EXECUTOR_KEYS}
+    out["time"] = kw.pop("time_limit")
+    return out
+
+
+def _run_kw(kw: dict[str, Any]) -> dict[str, bool]:
+    return {"dry_run": kw.pop("dry_run"), "wait": not kw.pop("no_wait")}
+
+
 def job_options(f: F) -> F:
     """Options shared by every job command (like rasterio's shared options)."""
     opts = [
         click.option("--tile-size", type=int, default=None, help="Tile edge in pixels (default: 1024, aligned to the input's blocks)."),
-        click.option("--executor", default="processes", show_default=True, help="Where tiles run: processes, threads or serial."),
-        click.option("--workers", type=int, default=None, help="Number of workers (default: usable cores)."),
-        click.option("--retries", type=int, default=2, show_default=True, help="Retries of a failing tile before it is reported."),
-        click.option("--fail-fast/--keep-going", "fail_fast", default=False,
-                     help="Stop at the first tile that fails all its retries, or (the default) finish the other tiles first; exit 1 either way."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over an unfinished different job."),
         click.option("--dtype", default="float32", show_default=True, help="Output data type."),
         click.option("--nodata", type=float, default=None, help="Output nodata value (default: NaN for floats)."),
@@ -64,15 +125,15 @@ def job_options(f: F) -> F:
     ]
     for o in reversed(opts):
         f = o(f)
-    return f
+    return executor_options(f)
 
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
+    """Pop the shared job options from a command's keywords (the run options stay for :func:`_run_kw`)."""
     return {
-        "tile_size": kw.pop("tile_size"), "executor": kw.pop("executor"), "workers": kw.pop("workers"), "retries": kw.pop("retries"),
-        "dtype": kw.pop("dtype"), "nodata": kw.pop("nodata"), "compress": kw.pop("compress"), "level": kw.pop("level"),
-        "predictor": kw.pop("predictor"), "creation_options": _parse_kv(kw.pop("creation_options"), "--co"),
-        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), "fail_fast": kw.pop("fail_fast"),
+        "tile_size": kw.pop("tile_size"), "dtype": kw.pop("dtype"), "nodata": kw.pop("nodata"), "compress": kw.pop("compress"),
+        "level": kw.pop("level"), "predictor": kw.pop("predictor"), "creation_options": _parse_kv(kw.pop("creation_options"), "--co"),
+        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), **_executor_kw(kw),
     }  # fmt: skip
 
 
@@ -90,14 +151,38 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     ctx.obj = {"verbosity": -1 if quiet else verbose}
 
 
-def _run(ctx: click.Context, job: Any, overwrite: bool) -> None:
+def _run(ctx: click.Context, job: Any, overwrite: bool, dry_run: bool = False, wait: bool = True) -> None:
     from tilewise.cli.progress import ProgressPrinter
     from tilewise.runner import run_job
 
     verbosity = ctx.obj["verbosity"]
-    summary = run_job(job, overwrite=overwrite, progress=ProgressPrinter(verbosity))
-    if verbosity >= 0:
+    try:
+        summary = run_job(job, overwrite=overwrite, progress=ProgressPrinter(verbosity), dry_run=dry_run, wait=wait)
+    except KeyboardInterrupt:
+        if job.executor.name == "slurm" and not dry_run:
+            # Only the follower stops: the jobs it submitted run on.
+            click.echo(f"Stopped following; the SLURM jobs keep running. 'tilewise status {job.output_root}' shows them.", err=True)
+            sys.exit(0)
+        raise
+    if summary.pending:
+        click.echo(format_batch(summary, job.output_root))
+    elif verbosity >= 0:
         click.echo(format_summary(summary, job.band_name))
+
+
+def format_batch(s: Any, output: str) -> str:
+    """What a batch launch wrote and submitted (slurm, gnu-parallel), and how to go on."""
+    b = s.batch
+    if b.get("system") == "slurm":
+        if "script" in b:  # dry run
+            return "\n".join([b["script"].rstrip(), "", "# to submit:", *b["commands"],
+                              f"# scripts written to {Path(b['finish_script']).parent}; 'tilewise status {output}' follows progress"])  # fmt: skip
+        what = f"array job {b['array_job']}" if b.get("array_job") else "no array (every tile is done)"
+        return (f"submitted SLURM {what} and finishing job {b['finish_job']} ({len(b['run'])} of {b['parts']} parts)\n"
+                f"follow with 'tilewise status {output}'; 'tilewise resume {output}' resubmits parts that did not finish")
+    head = "GNU parallel is not installed; " if not b.get("installed", True) else ""
+    return "\n".join([f"# {head}{len(b['run'])} of {b['parts']} parts listed in {b['tasks_file']}; run them with:", b["command"],
+                      "# then write the outputs with:", b["finish_command"]])  # fmt: skip
 
 
 def format_summary(s: Any, label: str) -> str:
@@ -146,7 +231,7 @@ def ndvi(ctx: click.Context, inputs: tuple[str, ...], output: str, red: str | No
     from tilewise.api import normdiff_job
 
     job = normdiff_job(list(inputs), output, index="ndvi", a=nir, b=red, from_list=from_list, scale=scale, offset=offset, **_options(kw))
-    _run(ctx, job, overwrite)
+    _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
@@ -170,7 +255,7 @@ def normdiff(ctx: click.Context, inputs: tuple[str, ...], output: str, index: st
     from tilewise.api import normdiff_job
 
     job = normdiff_job(list(inputs), output, index=index, a=a, b=b, from_list=from_list, **_options(kw))
-    _run(ctx, job, overwrite)
+    _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
@@ -197,7 +282,7 @@ def calc(ctx: click.Context, expression: str, inputs: tuple[str, ...], output: s
 
     job = calc_job(expression, _parse_kv(inputs, "-i"), output, scales=_parse_float_kv(scales, "--scale"),
                    offsets=_parse_float_kv(offsets, "--offset"), name=name, **_options(kw))  # fmt: skip
-    _run(ctx, job, overwrite)
+    _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
@@ -232,44 +317,78 @@ def focal(ctx: click.Context, inputs: tuple[str, ...], output: str, stat: str, s
 
     job = focal_job(list(inputs), output, stat=stat, size=size, radius=radius, edge=edge, min_valid=min_valid, subtract=subtract,
                     bands=bands or None, mosaic=mosaic, from_list=from_list, **_options(kw))  # fmt: skip
-    _run(ctx, job, overwrite)
+    _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command("run")
 @click.argument("job_file")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over.")
-@click.option("--executor", default=None, help="Run on another executor than the file says.")
-@click.option("--workers", type=int, default=None, help="Number of workers.")
+@_saved_executor_options
 @click.pass_context
-def run_cmd(ctx: click.Context, job_file: str, overwrite: bool, executor: str | None, workers: int | None) -> None:
-    """Run a job described in a TOML, YAML or JSON file."""
+def run_cmd(ctx: click.Context, job_file: str, overwrite: bool, **kw: Any) -> None:
+    """Run a job described in a TOML, YAML or JSON file (executor options given here replace the file's)."""
     from tilewise.api import load_job_file
 
-    job = _with_executor(load_job_file(job_file), executor, workers)
-    _run(ctx, job, overwrite)
+    run = _run_kw(kw)
+    job = _with_executor(load_job_file(job_file), _executor_kw(kw))
+    _run(ctx, job, overwrite, **run)
 
 
-def _with_executor(job: Any, executor: str | None, workers: int | None) -> Any:
-    from tilewise.api import check_executor
+def _with_executor(job: Any, options: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
 
-    check_executor(executor, workers)
-    updates = {k: v for k, v in (("name", executor), ("workers", workers)) if v is not None}
-    if updates:
-        job = job.model_copy(update={"executor": job.executor.model_copy(update=updates)})
-    return job
+    from tilewise.api import check_executor, executor_options, option_error
+
+    check_executor(options.get("executor"), options.get("workers"))
+    try:
+        opts = executor_options(options, base=job.executor)
+    except ValidationError as exc:
+        raise option_error(exc) from None
+    return job.model_copy(update={"executor": opts})
 
 
 @cli.command()
 @click.argument("output")
-@click.option("--executor", default=None, help="Run on another executor than the original.")
-@click.option("--workers", type=int, default=None, help="Number of workers.")
+@_saved_executor_options
 @click.pass_context
-def resume(ctx: click.Context, output: str, executor: str | None, workers: int | None) -> None:
-    """Finish the job that writes OUTPUT, from its saved description."""
+def resume(ctx: click.Context, output: str, **kw: Any) -> None:
+    """Finish the job that writes OUTPUT, from its saved description.
+
+    Executor options given here replace the saved ones (e.g. --executor processes to
+    finish a cluster job locally, or --time 2:00:00 for SLURM parts that ran out of time).
+    """
     from tilewise.status import load_saved_job
 
+    run = _run_kw(kw)
     job, _ = load_saved_job(output)
-    _run(ctx, _with_executor(job, executor, workers), False)
+    _run(ctx, _with_executor(job, _executor_kw(kw)), False, **run)
+
+
+@cli.command(hidden=False)
+@click.argument("workdir", type=click.Path(file_okay=False))
+@click.option("--part", default=None, metavar="I/N", help="Run part I of N (what a SLURM array element or GNU parallel job runs).")
+@click.option("--finish", is_flag=True, help="Write the outputs once every part has recorded its tiles.")
+@click.pass_context
+def worker(ctx: click.Context, workdir: str, part: str | None, finish: bool) -> None:
+    """Run one part of a batch job (slurm, gnu-parallel) from its WORKDIR; the batch scripts call this."""
+    from tilewise import launch
+    from tilewise.cli.progress import ProgressPrinter
+
+    progress = ProgressPrinter(ctx.obj["verbosity"], interval=30.0)
+    if finish == (part is not None):
+        raise UsageError("give exactly one of --part I/N and --finish", "e.g. tilewise worker WORKDIR --part 3/8")
+    if finish:
+        summary = launch.finish(Path(workdir), progress)
+        if ctx.obj["verbosity"] >= 0:
+            click.echo(format_summary(summary, ""))
+        return
+    assert part is not None
+    i, sep, n = part.partition("/")
+    if not (sep and i.strip().isdigit() and n.strip().isdigit()):
+        raise UsageError(f"--part {part!r} is not I/N", "give the part number and the number of parts, e.g. --part 3/8")
+    summary = launch.run_part(Path(workdir), int(i), int(n), progress)
+    if ctx.obj["verbosity"] >= 0:
+        click.echo(f"part {i}/{n}: {summary.tiles_run} tile(s) run, {summary.tiles_skipped} already done in {summary.wall_s:.1f} s")
 
 
 @cli.command()
@@ -287,6 +406,14 @@ def status(output: str, as_json: bool) -> None:
     click.echo(f"tiles {st['tiles_done']}/{st['tiles_total']}, outputs {st['outputs_done']}/{st['outputs_total']}")
     if st["lock_holder"]:
         click.echo(f"running: {st['lock_holder']}")
+    batch = st.get("batch") or {}
+    if batch:
+        from tilewise.launch import describe_part
+
+        jobs = ", ".join(f"{j} {state}" for j, state in sorted(batch["active"].items())) or "none"
+        click.echo(f"batch ({batch['system']}, {batch['parts']} parts, {batch['submissions']} submission(s)); active jobs: {jobs}")
+        for e in batch.get("unfinished", []):
+            click.echo(f"unfinished {describe_part(e)}")
     for key, err in st["failed"].items():
         click.echo(f"failed {key}: {err}")
 

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tilewise.errors import UsageError
 from tilewise.executors.base import Executor, WorkList, usable_cores
+from tilewise.executors.options import CLUSTER_EXECUTORS, EXECUTORS, ClusterResources, ExecutorOptions
 
-EXECUTORS = ("processes", "threads", "serial")
+# Executors that do not stream units through map_unordered: they hand whole shares of the
+# job to batch jobs (SLURM array elements, GNU parallel jobs) that run `tilewise worker`.
+DETACHED = ("slurm", "gnu-parallel")
 
 
-def get_executor(name: str, workers: int | None = None) -> Executor:
-    """Create the executor called ``name`` with ``workers`` workers (default: usable cores)."""
-    n = workers if workers is not None else usable_cores()
-    if n < 1:
-        raise UsageError(f"--workers {n} is not positive", "use --workers 1 or more")
+def make_executor(opts: ExecutorOptions, workdir: Path | None = None) -> Executor:
+    """Create the streaming executor ``opts`` names (serial, threads, processes, dask or parsl).
+
+    ``workdir`` is the job's work directory: engines that write logs or batch scripts
+    (dask-jobqueue, Parsl) keep them under it.
+
+    Raises
+    ------
+    UsageError
+        Unknown name, a worker count below 1, or a detached executor (slurm,
+        gnu-parallel), which the runner launches through :mod:`tilewise.launch`.
+    """
+    name = opts.name
+    if opts.workers is not None and opts.workers < 1:
+        raise UsageError(f"--workers {opts.workers} is not positive", "use --workers 1 or more")
+    n = opts.workers if opts.workers is not None else usable_cores()
     if name == "serial":
         from tilewise.executors.local import SerialExecutor
 
@@ -25,7 +41,27 @@ def get_executor(name: str, workers: int | None = None) -> Executor:
         from tilewise.executors.local import ProcessExecutor
 
         return ProcessExecutor(n)
+    if name == "dask":
+        from tilewise.executors.dask import DaskExecutor
+
+        return DaskExecutor(opts, workdir)
+    if name == "parsl":
+        from tilewise.executors.parsl import ParslExecutor
+
+        return ParslExecutor(opts, workdir)
+    if name in DETACHED:
+        raise UsageError(f"executor {name!r} runs as batch jobs, not in this process", "run the job through tilewise.run_job or the CLI")
     raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "WorkList", "get_executor", "usable_cores"]
+def get_executor(name: str, workers: int | None = None) -> Executor:
+    """Create the executor called ``name`` with ``workers`` workers (default: usable cores)."""
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers {workers} is not positive", "use --workers 1 or more")
+    if name not in EXECUTORS:
+        raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
+    return make_executor(ExecutorOptions(name=name, workers=workers))
+
+
+__all__ = ["CLUSTER_EXECUTORS", "DETACHED", "EXECUTORS", "ClusterResources", "Executor", "ExecutorOptions", "WorkList", "get_executor",
+           "make_executor", "usable_cores"]  # fmt: skip
