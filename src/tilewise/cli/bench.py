@@ -101,3 +101,45 @@ def _check_writable(folder: Path) -> None:
         raise OutputError(f"report folder {str(folder)!r} is not a folder ({str(p)!r} is a file)", "choose another folder with --out")
     if not os.access(p, os.W_OK | os.X_OK):
         raise OutputError(f"report folder {str(folder)!r} cannot be written ({str(p)!r} is not writable)", "choose a writable folder with --out")
+
+
+@bench_group.command("executors")
+@click.argument("job_file", metavar="JOB")
+@click.option("--executors", "engines_spec", default=",".join(("serial", "processes", "dask", "parsl", "slurm", "gnu-parallel")), show_default=True,
+              metavar="NAME,...", help="Executors to compare; serial always runs first as the reference.")
+@click.option("--workers", type=click.IntRange(1, 4096), default=None, help="Cores per parallel executor (default: usable cores).")
+@click.option("--partition", default=None, help="SLURM partition for the slurm executor.")
+@click.option("--account", default=None, help="SLURM account for the slurm executor.")
+@click.option("--out", "out_dir", default="tilewise-executors", show_default=True, metavar="DIR", help="Folder for executors.json and executors.md.")
+@click.option("--work", "work_dir", default=None, metavar="DIR", help="Scratch folder for the runs' outputs (default: temporary, removed after).")
+@click.pass_context
+def executors_cmd(ctx: click.Context, job_file: str, engines_spec: str, workers: int | None, partition: str | None, account: str | None,
+                  out_dir: str, work_dir: str | None) -> None:  # fmt: skip
+    """Run JOB on each executor and print the tutorial's table.
+
+    Columns: Example, Jobs, CPU cores/job, Time, CPU efficiency (CPU seconds over
+    wall x cores), speedup over serial, and whether the output bytes equal the
+    serial run's. CPU is the machine's busy time during each run, so run it on a
+    quiet machine. See docs/bench.md.
+
+    \b
+    tilewise bench executors ndvi.toml --workers 2
+    tilewise bench executors ndvi.toml --executors serial,processes,slurm --partition debug
+    """
+    from tilewise.api import load_job_file
+    from tilewise.executor_bench import parse_engines, run_executor_bench, table, write
+
+    engines = parse_engines(engines_spec)
+    job = load_job_file(job_file)
+    out = Path(out_dir)
+    _check_writable(out)
+    verbosity = _verbosity(ctx)
+
+    def say(msg: str) -> None:
+        if verbosity >= 0:
+            click.echo(msg, err=True)
+
+    result = run_executor_bench(job, engines, workers, work_dir=work_dir, options={"partition": partition, "account": account}, progress=say)
+    click.echo(table(result))
+    for p in write(result, out):
+        click.echo(f"wrote: {p}")
