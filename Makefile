@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/ndvi_bench.py
 	$(PY) bench/focal_bench.py
+	$(PY) bench/stack_bench.py
+	$(PY) bench/executors_bench.py
 
 clean:
 	rm -rf demo-output bench/work .pytest_cache .mypy_cache .ruff_cache

@@ -97,6 +97,7 @@ CATEGORIES: dict[str, str] = {
     "split-merge": "split and merge",
     "outputs": "Output options and output paths",
     "executors": "Executors, workers, retries",
+    "dates": "Time stacks: date patterns, dates, selections (tilewise reduce / stats)",
     "job-files": "Job files (tilewise run)",
     "state": "Saved jobs (tilewise resume / status)",
     "runs": "Runs that started and failed",
@@ -297,6 +298,19 @@ CASES: tuple[Case, ...] = (
     _c("executor-dask-cluster", "executors", f"{CALC} --executor dask --dask-cluster pbs", "a dask cluster kind tilewise does not start", r"Invalid value for '--dask-cluster': 'pbs'"),
     _c("worker-no-job", "executors", f"worker {D}nowhere --part 1/2", "tilewise worker on a folder that holds no job", r"'.*nowhere' holds no tilewise job"),
     _c("worker-part-form", "executors", f"worker {D}nowhere --part 1-2", "--part not written I/N", r"--part '1-2' is not I/N"),
+    # ------------------------------------------------------------------ dates (time stacks)
+    _c("stack-no-match", "dates", f"reduce {D}DAYS --date-pattern 'chirps_%Y%m%d.tif' {OUT}", "a date pattern no file name matches", r"chirps_%Y%m%d\.tif"),
+    _c("stack-bad-date", "dates", f"reduce {D}BADDAY --date-pattern 't_%Y%m%d.tif' {OUT}", "a file name holding an impossible date", r"t_20210230\.tif"),
+    _c("stack-duplicate-date", "dates", f"reduce {D}TWICE --date-pattern 't_%Y%m%d*.tif' {OUT}", "two files of the same date", r"two members have the date 2021-01-01"),
+    _c("stack-other-grid", "dates", f"reduce {D}MIXED --date-pattern 't_%Y%m%d.tif' {OUT}", "a member on another grid", r"t_20210102\.tif"),
+    _c("stack-empty-selection", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --start 2022-01-01 {OUT}", "a selection that leaves no date", r"2022-01-01"),
+    _c("stack-bad-start", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --start yesterday {OUT}", "a --start that is not a date", r"'yesterday'"),
+    _c("stack-bad-months", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --months 6,13 {OUT}", "a month that does not exist", r"13"),
+    _c("stack-bad-pattern", "dates", f"reduce {D}DAYS --date-pattern 't_%Q.tif' {OUT}", "a date pattern with an unknown code", r"%Q"),
+    _c("stack-unknown-stat", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --stat mode {OUT}", "a statistic reduce does not compute", r"unknown statistic 'mode'"),
+    _c("stack-expr-name", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --expr 'x + 1' {OUT}", "an expression over another name than t", r"\bx\b"),
+    _c("stack-bad-bbox", "dates", f"reduce {D}DAYS --date-pattern 't_%Y%m%d.tif' --bbox 1,2,3 {OUT}", "a --bbox without four numbers", r"1,2,3"),
+    _c("stats-bad-format", "dates", f"stats {D}DAYS --date-pattern 't_%Y%m%d.tif' -o {D}table.xlsx", "a table format stats does not write", r"table\.xlsx"),
     # ------------------------------------------------------------------ job files
     _c("job-missing", "job-files", f"run {D}job.toml", "a job file that does not exist", r"job file '.*job\.toml' does not exist"),
     _c("job-toml-syntax", "job-files", f"run {D}JOB.toml", "a TOML syntax error", r"cannot parse job file '.*JOB\.toml' as TOML: Unclosed array",
@@ -384,6 +398,13 @@ def build_fixtures(root: Path) -> None:
     write_raster(root / "SPLIT" / "ONE_r000_c000.tif", one[:32, :32].copy(), nodata=-9999, blocksize=None)
     write_raster(root / "EXISTS.tif", one, nodata=-9999, blocksize=None)
     (root / "EMPTY").mkdir()
+    # Time stacks: three good days, a folder with an impossible date, one with a day twice, one with a member on another grid.
+    for sub, names in (("DAYS", ("t_20210101.tif", "t_20210102.tif", "t_20210103.tif")), ("BADDAY", ("t_20210101.tif", "t_20210230.tif")),
+                       ("TWICE", ("t_20210101.tif", "t_20210101b.tif")), ("MIXED", ("t_20210101.tif", "t_20210102.tif"))):  # fmt: skip
+        (root / sub).mkdir()
+        for n in names:
+            grid = east if (sub == "MIXED" and n.endswith("02.tif")) else None
+            write_raster(root / sub / n, one, nodata=-9999, blocksize=None, transform=grid)
     (root / "NOTES.txt").write_text("red and nir bands of the scene\n")
     whole = (root / "ONE.tif").read_bytes()
     (root / "TRUNC.tif").write_bytes(whole[:100])

@@ -34,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from tilewise import sheets
 
         return getattr(sheets, name)
+    if name in ("reduce", "stats"):
+        from tilewise import timeseries
+
+        return getattr(timeseries, name)
     if name == "status":
         from tilewise.status import job_status
 
@@ -41,4 +45,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tilewise' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, "TilewiseError", "quicklook", "describe", "status", "split", "merge"]
+__all__ = ["__version__", *_API, "TilewiseError", "quicklook", "describe", "status", "split", "merge", "reduce", "stats"]

@@ -90,6 +90,31 @@ class FocalSpec(_Model):
     mosaic: bool = False
 
 
+class StackSpec(_Model):
+    """A dated stack: where its members are, how their dates are found, and which dates are used."""
+
+    sources: tuple[str, ...]
+    date_pattern: str | None = None
+    dates: str | None = None  # sidecar file of dates, or "metadata", for the bands of one file
+    variable: str | None = None  # netCDF variable with a time axis
+    duplicates: str = "error"
+    start: str | None = None
+    end: str | None = None
+    months: tuple[int, ...] | None = None
+    every: int | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    bbox_crs: str | None = None
+
+
+class ReduceSpec(_Model):
+    """A per-pixel reduction over time: statistic, grouping, expression applied to each date first."""
+
+    stat: str
+    groupby: str = "all"
+    expr: str = ""
+    stack: StackSpec
+
+
 class Job(_Model):
     """A validated request: op, items (inputs → output), output options, tiling, executor."""
 
@@ -98,6 +123,7 @@ class Job(_Model):
     expression: str = ""
     band_name: str = ""
     focal: FocalSpec | None = None
+    reduce: ReduceSpec | None = None
     items: tuple[ItemSpec, ...]
     output: OutputOptions = OutputOptions()
     tile_size: int | None = None
@@ -218,6 +244,10 @@ def plan_job(job: Job) -> Plan:
         from tilewise.job_focal import plan_focal
 
         return plan_focal(job, job.focal)
+    if job.reduce is not None:
+        from tilewise.job_reduce import plan_reduce
+
+        return plan_reduce(job, job.reduce)
     op = ExpressionOp(job.expression, name=job.command, band_name=job.band_name)
     work_dtype = "float64" if job.output.dtype == "float64" else "float32"
     items: list[ItemPlan] = []

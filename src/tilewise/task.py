@@ -60,12 +60,18 @@ def run_task(task: Task) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     work = np.dtype(task.work_dtype)
-    arrays = read_tile(task.refs, task.tile.read, work)
-    t1 = time.perf_counter()
-    ref = next(iter(task.refs.values()))
     read = task.tile.read
-    ctx = TileContext(read.row_off + ref.origin[0], read.col_off + ref.origin[1], ref.out_grid.height, ref.out_grid.width)
-    data, valid = task.op.compute(arrays.values, arrays.valid, work, ctx)
+    if getattr(task.op, "streaming", False):
+        # A time stack: the op reads one date at a time, so memory does not grow with the dates.
+        data, valid, nbytes, read_s = _stream(task, work)
+        t1 = t0 + read_s
+    else:
+        arrays = read_tile(task.refs, read, work)
+        nbytes = arrays.bytes_read
+        t1 = time.perf_counter()
+        ref = next(iter(task.refs.values()))
+        ctx = TileContext(read.row_off + ref.origin[0], read.col_off + ref.origin[1], ref.out_grid.height, ref.out_grid.width)
+        data, valid = task.op.compute(arrays.values, arrays.valid, work, ctx)
     halo = task.op.halo
     if halo and data.shape[-2:] == (read.height, read.width):
         data = data[:, halo:-halo, halo:-halo]
@@ -91,10 +97,28 @@ def run_task(task: Task) -> dict[str, Any]:
         "max": written.maximum,
         "sum": written.total,
         "pixels": task.pixels,
-        "bytes_read": arrays.bytes_read,
+        "bytes_read": nbytes,
         "read_s": round(t1 - t0, 6),
         "compute_s": round(t2 - t1, 6),
         "write_s": round(t3 - t2, 6),
         "ovr": task.ovr_path,
         "worker": f"{os.uname().nodename}:{os.getpid()}",
     }
+
+
+def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """Run a streaming op on one tile: (data, valid, bytes read, seconds spent reading)."""
+    nbytes = 0
+    read_s = 0.0
+
+    def read_one(name: str) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal nbytes, read_s
+        t = time.perf_counter()
+        got = read_tile({name: task.refs[name]}, task.tile.read, work)
+        nbytes += got.bytes_read
+        read_s += time.perf_counter() - t
+        return got.values[name], got.valid[name]
+
+    shape = (task.tile.read.height, task.tile.read.width)
+    data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
+    return data, valid, nbytes, read_s

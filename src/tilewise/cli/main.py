@@ -320,6 +320,87 @@ def focal(ctx: click.Context, inputs: tuple[str, ...], output: str, stat: str, s
     _run(ctx, job, overwrite, **_run_kw(kw))
 
 
+def stack_options(f: F) -> F:
+    """How a dated stack is found and which of its dates are used (shared by reduce and stats)."""
+    opts = [
+        click.option("--date-pattern", default=None, metavar="PATTERN",
+                     help="Date in the file names: strftime codes (chirps_pr_%Y%m%d.tif, himax.%Y.%m.%d.tif) or a regex with named groups."),
+        click.option("--dates", default=None, metavar="FILE|metadata", help="Dates of the bands of one multi-band file: a file of dates, or 'metadata'."),
+        click.option("--variable", default=None, help="netCDF variable with a time axis."),
+        click.option("--duplicates", type=click.Choice(["error", "first", "last", "mean"]), default="error", show_default=True,
+                     help="What to do with two files of the same date."),
+        click.option("--start", default=None, metavar="DATE", help="First date to use (YYYY-MM-DD, YYYY-MM or YYYY)."),
+        click.option("--end", default=None, metavar="DATE", help="Last date to use, inclusive (YYYY-MM-DD, YYYY-MM or YYYY)."),
+        click.option("--months", default=None, metavar="M,M,...", help="Only these months, e.g. 6,7,8."),
+        click.option("--every", type=int, default=None, metavar="N", help="Every Nth date of the selection."),
+        click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Only this box (in the stack's CRS, or --bbox-crs)."),
+        click.option("--bbox-crs", default=None, help="CRS of --bbox, e.g. EPSG:4326."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _stack_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: kw.pop(k) for k in ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs")}
+
+
+@cli.command()
+@click.argument("stack", nargs=-1, required=True, metavar="STACK...")
+@click.option("-o", "--output", required=True, help="Output .tif, one band per group.")
+@click.option("--stat", default="mean", show_default=True, help="mean, sum, count, std, min, max, median, pNN (e.g. p90) or argmax-date.")
+@click.option("--groupby", type=click.Choice(["all", "month", "season", "year"]), default="all", show_default=True, help="One output band per group.")
+@click.option("--expr", default="", metavar="EXPR", help="Applied to each date first, in the variable t, e.g. 't * 9 / 5 + 32'.")
+@stack_options
+@job_options
+@click.pass_context
+def reduce(ctx: click.Context, stack: tuple[str, ...], output: str, stat: str, groupby: str, expr: str, overwrite: bool, **kw: Any) -> None:
+    """Per-pixel statistic over the dates of a stack, in memory independent of their number.
+
+    \b
+    tilewise reduce chirps/ --date-pattern 'chirps_pr_%Y%m%d.tif' -o mean.tif
+    tilewise reduce himax/ --date-pattern 'himax.%Y.%m.%d.tif' --expr 't * 9 / 5 + 32' --groupby month -o monthly_F.tif
+    tilewise reduce era5/ --date-pattern 'era5_%Y%m%d.tif' --stat p90 --months 6,7,8 -o p90_summer.tif
+    """
+    from tilewise.timeseries import reduce_job
+
+    stack_kw, run = _stack_kw(kw), _run_kw(kw)
+    opts = _options(kw)
+    if stat == "argmax-date" and ctx.get_parameter_source("dtype") == click.core.ParameterSource.DEFAULT:
+        opts["dtype"] = None  # int32 for YYYYMMDD dates, unless asked otherwise
+    job = reduce_job(list(stack), output, stat=stat, groupby=groupby, expr=expr, **stack_kw, **opts)
+    _run(ctx, job, overwrite, **run)
+
+
+@cli.command()
+@click.argument("stack", nargs=-1, required=True, metavar="STACK...")
+@click.option("-o", "--output", required=True, help="Table to write: .csv or .parquet.")
+@click.option("--expr", default="", metavar="EXPR", help="Applied to each pixel first, in the variable t, e.g. 't * 9 / 5 + 32'.")
+@click.option("--area-weighted/--no-area-weighted", default=None, help="Add the area-weighted mean (default: on geographic grids).")
+@click.option("--plot", default=None, metavar="PNG", help="Also draw the series (mean, min-max) into this PNG.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing table or plot.")
+@click.option("--executor", default="processes", show_default=True, help="Where the dates are computed: processes, threads, serial, dask or parsl.")
+@click.option("--workers", type=int, default=None, help="Number of workers (default: usable cores).")
+@stack_options
+@click.pass_context
+def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, area_weighted: bool | None, plot: str | None, overwrite: bool,
+          executor: str, workers: int | None, **kw: Any) -> None:  # fmt: skip
+    """Per-date statistics of a stack: count of valid pixels, mean, min, max, std (and area-weighted mean).
+
+    \b
+    tilewise stats himax/ --date-pattern 'himax.%Y.%m.%d.tif' --expr 't * 9 / 5 + 32' -o daily.csv --plot daily.png
+    """
+    from tilewise.timeseries import stats as run_stats
+
+    if executor in ("slurm", "gnu-parallel"):
+        raise UsageError(f"tilewise stats does not run on --executor {executor}", "use processes, threads, serial, dask or parsl")
+    rows = run_stats(list(stack), output, expr=expr, area_weighted=area_weighted, plot=plot, overwrite=overwrite, executor=executor,
+                     workers=workers, **_stack_kw(kw))  # fmt: skip
+    if ctx.obj["verbosity"] >= 0:
+        valid = [r for r in rows if r["count"]]
+        click.echo(f"{len(rows)} date(s), {len(valid)} with valid pixels; table: {output}" + (f"; plot: {plot}" if plot else ""))
+
+
 @cli.command("run")
 @click.argument("job_file")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over.")

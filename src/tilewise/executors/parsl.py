@@ -29,7 +29,8 @@ def _import_parsl() -> None:
     try:
         import parsl  # noqa: F401
     except ImportError:
-        raise UsageError("the parsl executor needs the 'parsl' package, which is not installed", "install it with: pip install 'tilewise[cluster]' (or parsl)") from None
+        raise UsageError("the parsl executor needs the 'parsl' package, which is not installed",
+                         "install it with: pip install 'tilewise[cluster]' (or parsl)") from None  # fmt: skip
 
 
 def _call(fn: Callable[[Any], Any], unit: Any) -> Any:

@@ -1,0 +1,178 @@
+"""Time-stack mean: tilewise reduce against the tutorial's xarray/dask cube, sensible chunks, a numpy loop, and decode-only.
+
+Generates (once, cached in bench/work/stack/) 366 daily float32 GeoTIFFs of 3600 x 1300
+(a smooth field with noise, 10 % nodata -9999, DEFLATE, the tutorial's heat-index
+layout), then runs each approach in its own process, measuring wall time and the peak
+memory of its process tree (bench/common.run_measured). Every approach masks -9999.
+
+    .venv/bin/python bench/stack_bench.py [--days 366] [--only tilewise,decode]
+
+Results: bench/results/stack.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import machine_info, md_table, python_cmd, run_measured, wait_for_quiet, write_json  # noqa: E402
+
+WORK = HERE / "work" / "stack"
+RESULTS = HERE / "results"
+H, W = 1300, 3600
+NODATA = -9999.0
+GEN_VERSION = "1"
+
+
+def generate(folder: Path, days: int) -> None:
+    """The stack: smooth seasonal field plus noise; 10 % nodata (a fixed 'ocean' plus random gaps); DEFLATE strips."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / f".complete-{GEN_VERSION}-{days}"
+    if stamp.exists():
+        return
+    print(f"generating {days} daily {W} x {H} float32 GeoTIFFs in {folder} ...", flush=True)
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    base = 25 * np.cos(np.radians((yy / H - 0.5) * 150)) + 3 * np.sin(xx / 211) * np.cos(yy / 157)
+    ocean = ((yy - 0.6 * H) / (0.25 * H)) ** 2 + ((xx - 0.3 * W) / (0.12 * W)) ** 2 < 1  # about 7 % of the grid
+    profile = {"driver": "GTiff", "width": W, "height": H, "count": 1, "dtype": "float32", "nodata": NODATA, "crs": "EPSG:4326",
+               "transform": from_origin(-180.0, 65.0, 0.1, 0.1), "compress": "deflate"}  # fmt: skip
+    d0 = date(2016, 1, 1)
+    for i in range(days):
+        d = d0 + timedelta(days=i)
+        field = (base + 10 * np.sin(2 * np.pi * (i - 100) / 366) + rng.normal(0, 1.5, (H, W)).astype(np.float32)).astype(np.float32)
+        field = np.round(field, 2)  # two decimals, as the published grids: realistic compression
+        gaps = rng.random((H, W)) < 0.03
+        field[ocean | gaps] = NODATA
+        with rasterio.open(folder / f"himax.{d:%Y.%m.%d}.tif", "w", **profile) as ds:
+            ds.write(field, 1)
+    stamp.write_text("ok")
+
+
+SCRIPTS = {
+    # The tutorial: concat(open_rasterio(f, chunks='auto')) over every file, band renamed to time, mean over time.
+    "xarray_auto": """
+import glob, sys, xarray as xr, rioxarray
+files = sorted(glob.glob(sys.argv[1] + '/himax.*.tif'))
+cube = xr.concat([rioxarray.open_rasterio(f, chunks='auto', masked=True) for f in files], dim='band').rename(band='time')
+cube.mean('time').rio.to_raster(sys.argv[2], compress='deflate', tiled=True)
+""",
+    # The same with chunks that suit a mean over time: one spatial block per task, every date at once.
+    "xarray_chunks": """
+import glob, sys, xarray as xr, rioxarray
+files = sorted(glob.glob(sys.argv[1] + '/himax.*.tif'))
+cube = xr.concat([rioxarray.open_rasterio(f, chunks={'band': 1, 'y': 650, 'x': 3600}, masked=True) for f in files], dim='band')
+cube = cube.rename(band='time').chunk({'time': 61})
+cube.mean('time').rio.to_raster(sys.argv[2], compress='deflate', tiled=True)
+""",
+    # A numpy loop accumulating per file: the memory-lean hand-written version (one core).
+    "numpy_loop": """
+import glob, sys, numpy as np, rasterio
+files = sorted(glob.glob(sys.argv[1] + '/himax.*.tif'))
+total = count = None
+for f in files:
+    with rasterio.open(f) as ds:
+        a = ds.read(1)
+        prof = ds.profile
+    ok = a != -9999.0
+    if total is None:
+        total, count = np.zeros(a.shape), np.zeros(a.shape, np.int32)
+    total += np.where(ok, a, 0.0)
+    count += ok
+with np.errstate(invalid='ignore', divide='ignore'):
+    mean = np.where(count > 0, total / count, np.nan).astype(np.float32)
+prof.update(nodata=float('nan'), compress='deflate', tiled=True)
+with rasterio.open(sys.argv[2], 'w', **prof) as ds:
+    ds.write(mean, 1)
+""",
+    # The machine limit: decode every file once, on every core, nothing else.
+    "decode": """
+import glob, os, sys, rasterio
+from concurrent.futures import ProcessPoolExecutor
+def read(f):
+    with rasterio.open(f) as ds:
+        return float(ds.read(1)[0, 0])
+if __name__ == '__main__':
+    files = sorted(glob.glob(sys.argv[1] + '/himax.*.tif'))
+    with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as ex:
+        list(ex.map(read, files, chunksize=4))
+""",
+}
+
+
+def command(name: str, folder: Path, out: Path) -> list[str]:
+    if name == "tilewise":
+        return [*python_cmd(), "-m", "tilewise", "-q", "reduce", str(folder), "--date-pattern", "himax.%Y.%m.%d.tif", "--stat", "mean",
+                "-o", str(out), "--overwrite"]  # fmt: skip
+    return [*python_cmd(), "-c", SCRIPTS[name], str(folder), str(out)]
+
+
+def check_same(a: Path, b: Path) -> float:
+    """Largest relative difference between two mean rasters (NaN where no valid date)."""
+    import rasterio
+
+    with rasterio.open(a) as x, rasterio.open(b) as y:
+        p, q = x.read(1, masked=True).astype(np.float64).filled(np.nan), y.read(1, masked=True).astype(np.float64).filled(np.nan)
+    ok = ~np.isnan(p) & ~np.isnan(q)
+    return float(np.max(np.abs(p[ok] - q[ok]) / np.maximum(np.abs(q[ok]), 1e-12))) if ok.any() else float("nan")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--days", type=int, default=366)
+    ap.add_argument("--only", default="decode,tilewise,numpy_loop,xarray_chunks,xarray_auto")
+    args = ap.parse_args()
+    folder = WORK / f"days{args.days}"
+    generate(folder, args.days)
+    results = {}
+    outs = WORK / "out"
+    outs.mkdir(parents=True, exist_ok=True)
+    for name in args.only.split(","):
+        wait_for_quiet(120.0)
+        out = outs / f"{name}.tif"
+        if out.exists():
+            os.remove(out)
+        print(f"running {name} ...", flush=True)
+        m = run_measured(command(name, folder, out), timeout_s=3600)
+        if m.returncode != 0:
+            print(m.stderr_tail[-2000:], flush=True)
+        results[name] = {"wall_s": round(m.wall_s, 2), "peak_mb": round(m.peak_rss_bytes / 1e6, 1), "cpu_s": round(m.cpu_s, 1),
+                         "other_cpu_s": round(m.other_cpu_s, 1), "ok": m.returncode == 0}  # fmt: skip
+        print(f"  {results[name]}", flush=True)
+    ref = outs / "numpy_loop.tif"
+    for name in results:
+        if name != "decode" and (outs / f"{name}.tif").exists() and ref.exists():
+            results[name]["max_rel_diff_vs_numpy"] = check_same(outs / f"{name}.tif", ref)
+    tw = results.get("tilewise")
+    rows = []
+    for name, r in results.items():
+        ratio = r["wall_s"] / tw["wall_s"] if tw else None
+        mem = r["peak_mb"] / tw["peak_mb"] if tw and tw["peak_mb"] else None
+        rows.append([name, f"{r['wall_s']:.1f}", f"{ratio:.2f}x" if ratio else "", f"{r['peak_mb']:.0f}", f"{mem:.2f}x" if mem else "",
+                     f"{r.get('max_rel_diff_vs_numpy', float('nan')):.1e}" if name != "decode" else "-"])  # fmt: skip
+    report = {"machine": machine_info(), "workload": {"days": args.days, "width": W, "height": H, "dtype": "float32", "nodata": NODATA,
+              "compression": "deflate (strips)"}, "results": results}  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    write_json(RESULTS / "stack.json", report)
+    m = report["machine"]
+    md = [f"# Time-stack mean: {args.days} daily {W} x {H} float32 GeoTIFFs (DEFLATE, 10 % nodata)", "",
+          f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', m.get('cores', '?'))} cores.", "",
+          md_table(["approach", "wall s", "time / tilewise", "peak MB", "memory / tilewise", "max rel. diff vs numpy loop"], rows), ""]  # fmt: skip
+    (RESULTS / "stack.md").write_text("\n".join(md), encoding="utf-8")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

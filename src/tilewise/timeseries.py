@@ -1,0 +1,137 @@
+"""Python API for dated stacks: ``tilewise.reduce`` (per-pixel over time) and ``tilewise.stats`` (per date).
+
+Both take the stack the same way: ``sources`` (folders, globs or files) with a
+``date_pattern``, or one multi-band file with ``dates`` (a sidecar file or
+``"metadata"``), or a netCDF ``variable``; then a selection (``start``, ``end``,
+``months``, ``every``, ``bbox`` in the stack's CRS or ``bbox_crs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tilewise.api import _finish, _short_repr, _validated_common, build_job, executor_options, option_error
+from tilewise.errors import UsageError
+from tilewise.job import InputSpec, ItemSpec, Job, ReduceSpec, StackSpec
+from tilewise.runner import ProgressFn, run_job
+
+DUPLICATES = ("error", "first", "last", "mean")
+STACK_OPTIONS = ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs")
+
+
+def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None, dates: str | None = None, variable: str | None = None,
+               duplicates: str = "error", start: str | None = None, end: str | None = None, months: Sequence[int] | str | None = None,
+               every: int | None = None, bbox: Sequence[float] | str | None = None, bbox_crs: str | None = None) -> StackSpec:  # fmt: skip
+    """Check and build the stack description shared by ``reduce`` and ``stats``."""
+    from pydantic import ValidationError
+
+    srcs = [sources] if isinstance(sources, str) else list(sources)
+    if not srcs:
+        raise UsageError("no stack given", "name a folder, a glob or files, e.g. 'chirps/*.tif' --date-pattern 'chirps_pr_%Y%m%d.tif'")
+    if duplicates not in DUPLICATES:
+        raise UsageError(f"--duplicates {duplicates!r} is not a policy", f"use one of {', '.join(DUPLICATES)}")
+    if isinstance(months, str):
+        try:
+            months = [int(m) for m in months.split(",") if m.strip()]
+        except ValueError:
+            raise UsageError(f"--months {months!r} is not a list of month numbers", "e.g. --months 6,7,8") from None
+    if months is not None and any(not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= 12 for m in months):
+        raise UsageError(f"--months {_short_repr(months)} holds a value that is not a month 1-12", "e.g. --months 6,7,8")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise UsageError(f"--every {_short_repr(every)} is not a whole number of 1 or more", "e.g. --every 7 for weekly dates of a daily stack")
+    if isinstance(bbox, str):
+        from tilewise.sources.stack import parse_bbox
+
+        bbox = parse_bbox(bbox)
+    if bbox is not None and len(bbox) != 4:
+        raise UsageError(f"--bbox {_short_repr(bbox)} is not minx,miny,maxx,maxy", "e.g. --bbox 20,-35,52,38")
+    try:
+        return StackSpec(sources=tuple(srcs), date_pattern=date_pattern, dates=dates, variable=variable, duplicates=duplicates, start=start,
+                         end=end, months=tuple(months) if months else None, every=every,
+                         bbox=tuple(float(v) for v in bbox) if bbox is not None else None, bbox_crs=bbox_crs)  # type: ignore[arg-type]  # fmt: skip
+    except ValidationError as exc:
+        raise option_error(exc) from None
+
+
+def reduce_job(sources: str | Sequence[str], output: str, *, stat: str = "mean", groupby: str = "all", expr: str = "",
+               **options: Any) -> Job:  # fmt: skip
+    """Build a per-pixel reduction job; see :func:`reduce` for the parameters."""
+    from tilewise.job_reduce import validate_reduce
+
+    stack_kw = {k: options.pop(k) for k in STACK_OPTIONS if k in options}
+    spec = ReduceSpec(stat=stat, groupby=groupby, expr=expr or "", stack=stack_spec(sources, **stack_kw))
+    validate_reduce(spec)
+    if not output:
+        raise UsageError("no output given", "add -o OUT.tif")
+    if stat == "argmax-date" and options.get("dtype") is None:
+        options["dtype"] = "int32"  # YYYYMMDD numbers do not fit float32 exactly
+    common = _validated_common(options)
+    item = ItemSpec(inputs=(InputSpec(name="stack", path=spec.stack.sources[0]),), output=output)
+    return build_job(command="reduce", band_name=stat, reduce=spec, items=(item,), output_root=output, **common)
+
+
+def reduce(sources: str | Sequence[str], output: str, *, stat: str = "mean", groupby: str = "all", expr: str = "", overwrite: bool = False,
+           as_xarray: bool = False, progress: ProgressFn | None = None, **options: Any) -> Any:  # fmt: skip
+    """Reduce a dated stack per pixel over time: one output band per group.
+
+    Parameters
+    ----------
+    sources
+        Folders, globs or files of the stack (see the module doc for the other forms).
+    output
+        The output GeoTIFF (COG); band descriptions name the groups.
+    stat
+        mean, sum, count, std (population), min, max, median, pNN (percentile NN) or
+        argmax-date (the first date of the maximum, as a YYYYMMDD number; int32 output).
+    groupby
+        all (one band), month (month of year, as xarray's ``time.month``), season
+        (DJF, MAM, JJA, SON) or year.
+    expr
+        Applied to each date's values (variable ``t``) first, e.g. ``t * 9 / 5 + 32``.
+    overwrite, as_xarray, progress
+        As for :func:`tilewise.ndvi`.
+    **options
+        Stack options (date_pattern, dates, variable, duplicates, start, end, months,
+        every, bbox, bbox_crs) and the shared job options (dtype, nodata, tile_size, executor ...).
+
+    Returns
+    -------
+    str or xarray.DataArray
+    """
+    job = reduce_job(sources, output, stat=stat, groupby=groupby, expr=expr, **options)
+    return _finish(run_job(job, overwrite=overwrite, progress=progress), as_xarray)
+
+
+def stats(sources: str | Sequence[str], output: str, *, expr: str = "", area_weighted: bool | None = None, plot: str | None = None,
+          overwrite: bool = False, executor: str | None = None, workers: int | None = None, **stack_options: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """Per-date statistics of a stack (count, mean, min, max, std, area-weighted mean) written to a .csv or .parquet table.
+
+    Parameters
+    ----------
+    sources, **stack_options
+        The stack and its selection, as for :func:`reduce`.
+    output
+        The table (.csv or .parquet).
+    expr
+        Applied to each pixel first (variable ``t``); nodata stays out.
+    area_weighted
+        Add the area-weighted mean (default: on geographic grids).
+    plot
+        Also draw the series into this PNG.
+    executor, workers
+        Where the dates are computed (default: processes on every usable core).
+
+    Returns
+    -------
+    list of dict
+        The table's rows in date order.
+    """
+    from tilewise.stack_stats import stack_stats
+
+    unknown = sorted(set(stack_options) - set(STACK_OPTIONS))
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r}", f"stack options are: {', '.join(STACK_OPTIONS)}")
+    spec = stack_spec(sources, **stack_options)
+    opts = executor_options({"executor": executor, "workers": workers})
+    return stack_stats(spec, output, expr=expr, area_weighted=area_weighted, plot=plot, executor=opts, overwrite=overwrite)
