@@ -5,7 +5,7 @@ starts a single-node SLURM on loopback (scripts/slurm/up.sh; stopped again at th
 unless it was already running) and runs ``tilewise bench executors`` on serial, processes,
 dask, parsl, a SLURM array and GNU parallel. Results: bench/results/executors.{json,md}.
 
-    .venv/bin/python bench/executors_bench.py [--size 8192] [--workers N] [--stat median --window 7]
+    .venv/bin/python bench/executors_bench.py [--size 8192] [--workers N] [--stat median --window 11]
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def _slurm_up(state: Path) -> dict[str, str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=8192, help="DEM edge in pixels (default 8192: about a minute of serial work for a 7x7 median)")
+    ap.add_argument("--size", type=int, default=8192, help="DEM edge in pixels (default 8192: over a minute of serial work for an 11x11 median)")
     ap.add_argument("--stat", default="median")
-    ap.add_argument("--window", type=int, default=7)
+    ap.add_argument("--window", type=int, default=11)
     ap.add_argument("--workers", type=int, default=None, help="cores per parallel executor (default: usable cores)")
     ap.add_argument("--executors", default="serial,processes,dask,parsl,slurm,gnu-parallel")
     args = ap.parse_args()

@@ -173,12 +173,13 @@ def test_dask_running_scheduler_same_bytes(scene: Path, reference: Callable[[str
 # ---------------------------------------------------------------- Parsl
 
 
-def test_parsl_local_same_bytes(scene: Path, reference: Callable[[str], str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["ndvi", "focal"])
+def test_parsl_local_same_bytes(name: str, scene: Path, reference: Callable[[str], str], tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
     had_runinfo = Path("runinfo").exists()
-    summary = run_on("ndvi", scene, out, ExecutorOptions(name="parsl", workers=2))
+    summary = run_on(name, scene, out, ExecutorOptions(name="parsl", workers=2))
     assert (summary.executor, summary.workers, summary.failed) == ("parsl", 2, {})
-    assert sha(out) == reference("ndvi")
+    assert sha(out) == reference(name)
     # Parsl's run directory is in the job's work directory, not ./runinfo.
     assert (out.parent / f".{out.name}.tilewise" / "parsl").is_dir()
     assert had_runinfo or not Path("runinfo").exists()
@@ -246,27 +247,29 @@ def _queue_empties(slurm_cluster: Any, timeout: float = 20.0) -> bool:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.parametrize("scaling", [{"blocks": 2}, {"adapt": (0, 2)}], ids=["scale", "adapt"])
-def test_dask_jobqueue_slurm_same_bytes(scaling: dict[str, Any], slurm_cluster: Any, scene: Path, reference: Callable[[str], str],
+@pytest.mark.parametrize(("name", "scaling"), [("ndvi", {"blocks": 2}), ("ndvi", {"adapt": (0, 2)}), ("focal", {"blocks": 2})],
+                         ids=["ndvi-scale", "ndvi-adapt", "focal-scale"])  # fmt: skip
+def test_dask_jobqueue_slurm_same_bytes(name: str, scaling: dict[str, Any], slurm_cluster: Any, scene: Path, reference: Callable[[str], str],
                                         tmp_path: Path) -> None:  # fmt: skip
     out = tmp_path / "out.tif"
     opts = ExecutorOptions(name="dask", dask_cluster="slurm", interface="lo", resources=_slurm_resources(slurm_cluster), **scaling)
-    summary = run_on("ndvi", scene, out, opts)
+    summary = run_on(name, scene, out, opts)
     assert (summary.executor, summary.workers, summary.failed) == ("dask", 2, {})
-    assert sha(out) == reference("ndvi")
+    assert sha(out) == reference(name)
     assert list((out.parent / f".{out.name}.tilewise" / "dask-jobqueue").glob("*.err")), "no worker job logs"
     assert _queue_empties(slurm_cluster), slurm_cluster.run("squeue")
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_parsl_slurm_provider_same_bytes(slurm_cluster: Any, scene: Path, reference: Callable[[str], str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["ndvi", "focal"])
+def test_parsl_slurm_provider_same_bytes(name: str, slurm_cluster: Any, scene: Path, reference: Callable[[str], str], tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
     opts = ExecutorOptions(name="parsl", parsl_provider="slurm", blocks=1, workers_per_node=2, interface="lo",
                            resources=_slurm_resources(slurm_cluster))  # fmt: skip
-    summary = run_on("ndvi", scene, out, opts)
+    summary = run_on(name, scene, out, opts)
     assert (summary.executor, summary.workers, summary.failed) == ("parsl", 2, {})
-    assert sha(out) == reference("ndvi")
+    assert sha(out) == reference(name)
     assert list((out.parent / f".{out.name}.tilewise" / "parsl").glob("*/submit_scripts/parsl.tilewise.block-*")), "no batch script in the work directory"
     assert _queue_empties(slurm_cluster), slurm_cluster.run("squeue")
 

@@ -351,3 +351,19 @@ def test_members_on_another_grid_are_resampled_with_align(tmp_path: Path) -> Non
     with rasterio.open(out) as ds, rasterio.open(d / "himax.2021.01.01.tif") as first:
         assert ds.transform == first.transform and ds.shape == first.shape
         assert ds.read(1).max() == 2  # both dates read, the second resampled onto the first one's grid
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_bands_of_one_file_with_a_dates_file(stack: tuple[Path, list[date], np.ndarray], tmp_path: Path) -> None:
+    # The same stack as one multi-band file, its dates in a sidecar text file, bands in another order than the dates.
+    _, days, cube = stack
+    order = list(reversed(range(len(days))))
+    data = np.where(np.isnan(cube[order]), NODATA, cube[order]).astype(np.float32)
+    multi = write_raster(tmp_path / "all.tif", data, nodata=NODATA, crs="EPSG:4326", transform=rasterio.transform.from_origin(-30.0, 40.0, 0.25, 0.25))
+    (tmp_path / "dates.txt").write_text("".join(f"{days[i].isoformat()}\n" for i in order))
+    out = tmp_path / "m.tif"
+    run_job(reduce_job([str(multi)], str(out), dates=str(tmp_path / "dates.txt"), stat="mean", groupby="season", dtype="float64", executor="serial"))
+    ref_out = _write(stack[0], tmp_path / "ref.tif", stat="mean", groupby="season", dtype="float64")
+    with rasterio.open(out) as a, rasterio.open(ref_out) as b:
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-12)  # same dates in date order: the same sums
+        assert a.descriptions == b.descriptions

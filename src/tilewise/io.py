@@ -61,10 +61,12 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
     grid = refs[0].out_grid
     inside = window.intersection(grid.full_window())
     indexes = [r.band for r in refs]
-    raw = np.zeros((len(refs), window.height, window.width), dtype=refs[0].dtype)
-    ok = np.zeros(raw.shape, dtype=bool)
+    shape = (len(refs), window.height, window.width)
     if inside is None:
-        return raw, ok
+        return np.zeros(shape, dtype=refs[0].dtype), np.zeros(shape, dtype=bool)
+    # Zeros only where part of the window lies outside the raster (a halo at an edge).
+    raw = np.empty(shape, dtype=refs[0].dtype) if inside == window else np.zeros(shape, dtype=refs[0].dtype)
+    ok = np.zeros(shape, dtype=bool) if inside != window else np.empty(0, dtype=bool)
     dst = (slice(None), slice(inside.row_off - window.row_off, inside.row_end - window.row_off),
            slice(inside.col_off - window.col_off, inside.col_end - window.col_off))  # fmt: skip
     try:
@@ -75,9 +77,13 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
                 vrt = _warped(ds, refs[0])
                 src = vrt
             try:
-                data = src.read(indexes, window=inside.to_rasterio())
-                raw[dst] = data
-                ok[dst] = _validity(src, refs, data, inside)
+                if inside == window:  # the usual case: decode straight into the result
+                    src.read(indexes, window=inside.to_rasterio(), out=raw)
+                    ok = _validity(src, refs, raw, inside)
+                else:
+                    data = src.read(indexes, window=inside.to_rasterio())
+                    raw[dst] = data
+                    ok[dst] = _validity(src, refs, data, inside)
             finally:
                 if vrt is not None:
                     vrt.close()

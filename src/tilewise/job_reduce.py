@@ -25,6 +25,8 @@ from tilewise.tiling import Tiling, choose_tile_shape
 
 # A median/percentile tile holds (dates x tile pixels) float64 values: keep that under this.
 COLUMN_BYTES = 256 << 20
+# The tile edge aimed at (about 0.4 Mpix a tile).
+STACK_TILE_SIZE = 640
 
 
 def validate_reduce(spec: ReduceSpec) -> None:
@@ -125,7 +127,9 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
             ref = replace(ref, grid=m.grid, warp_to=stack.grid, resampling=job.align)  # --align: resampled onto the stack's grid
         refs[n] = ref
     grid = stack.grid.window_grid(Window(r0, c0, h, w))
-    th, tw = choose_tile_shape(grid, job.tile_size, [ref0.block_shape])
+    # Smaller tiles than pixel ops: a tile holds a few accumulators and reads every date, so more
+    # tiles spread the dates' decoding evenly over the workers (the files stay open between tiles).
+    th, tw = choose_tile_shape(grid, job.tile_size, [ref0.block_shape], default=STACK_TILE_SIZE)
     if holds_column(spec.stat):
         th, tw = _column_tile(grid, th, tw, max(len(g.dates) for g in groups), [ref0.block_shape])
     op = ReduceOp(spec.stat, groups, spec.expr)

@@ -301,7 +301,10 @@ def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], r
              *_sbatch_lines(opts, res), "", *_env_lines(res),
              f"exec {python_command()} worker {shlex.quote(str(workdir))} --part ${{SLURM_ARRAY_TASK_ID}}/{len(parts)}", ""]  # fmt: skip
     # The finishing job assembles the outputs: one node, the same cores, time for the COG write.
-    fres = estimate(plan, opts, sum(t.pixels for t in tasks.values()))
+    # The COG encode is multi-threaded: the finishing job asks for the cores of up to 8 parts.
+    fcpus = min(8, len(run) or 1) * (res.cpus_per_task or 1)
+    fres = estimate(plan, opts.model_copy(update={"resources": opts.resources.model_copy(update={"cpus_per_task": fcpus})}),
+                    sum(t.pixels for t in tasks.values()))  # fmt: skip
     finish = [*head, f"#SBATCH --job-name={name}-finish", cwd, f"#SBATCH --output={logs}/slurm-finish-%j.log",
               *_sbatch_lines(opts, fres), "", *_env_lines(res),
               f"exec {python_command()} worker {shlex.quote(str(workdir))} --finish", ""]  # fmt: skip

@@ -18,6 +18,7 @@ from tilewise.grid import Grid
 from tilewise.io import read_tile, to_output, write_tile
 from tilewise.ops.base import Operation, TileContext
 from tilewise.overviews import compute_levels, write_pyramid
+from tilewise.rasterfile import reserve_kept
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
 
@@ -106,6 +107,9 @@ def run_task(task: Task) -> dict[str, Any]:
     }
 
 
+STREAM_CACHE_BYTES = 16 << 20
+
+
 def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Run a streaming op on one tile: (data, valid, bytes read, seconds spent reading)."""
     nbytes = 0
@@ -120,5 +124,8 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
         return got.values[name], got.valid[name]
 
     shape = (task.tile.read.height, task.tile.read.width)
+    # A stack's blocks are each decoded once, so GDAL's cache stays small. Files are not kept open
+    # between tiles: an open costs ~0.3 ms, while hundreds of open handles cost ~0.4 MB each.
+    reserve_kept(0, cache_bytes=STREAM_CACHE_BYTES)
     data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
     return data, valid, nbytes, read_s

@@ -75,7 +75,7 @@ class Tiling:
         return cls(grid, tile_height, tile_width, halo, tuple(tiles))
 
 
-def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]], default: int | None = None) -> tuple[int, int]:
     """Pick the tile shape for a grid read from files with the given block shapes.
 
     An explicit ``tile_size`` is honoured exactly (square tiles). The default
@@ -83,12 +83,13 @@ def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[
     :data:`DEFAULT_TILE_SIZE` that are a whole number of blocks, or, for files
     stored in full-width strips, full-width bands of whole strips holding about
     as many pixels, so no worker decodes a strip another worker also decodes.
+    ``default`` replaces :data:`DEFAULT_TILE_SIZE` as the edge aimed at.
     """
     if tile_size is not None:
         if tile_size < MIN_TILE_SIZE:
             raise UsageError(f"--tile-size {tile_size} is too small", f"use at least {MIN_TILE_SIZE} (512 to 2048 is typical)")
         return tile_size, tile_size
-    size = DEFAULT_TILE_SIZE
+    size = default or DEFAULT_TILE_SIZE
     if not block_shapes:
         return size, size
     bh, bw = block_shapes[0]

@@ -99,7 +99,7 @@ class ReduceOp:
                 ctx: TileContext | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         """Reduce arrays already in memory (small stacks, tests); the engine calls :meth:`reduce` instead."""
         shape = next(iter(arrays.values())).shape
-        return self.reduce(lambda n: (arrays[n], valid[n]), shape, dtype)
+        return self.reduce(lambda n: (arrays[n].copy(), valid[n]), shape, dtype)  # reduce may zero a date's invalid pixels in place
 
     def reduce(self, read: ReadFn, shape: tuple[int, int], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
         """Reduce one tile, reading each date through ``read(name) -> (values, valid)`` one at a time.
@@ -122,8 +122,10 @@ class ReduceOp:
     def _date(self, read: ReadFn, names: tuple[str, ...], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """One date's values (float64) and validity: the members of that date averaged, then the expression."""
         if len(names) == 1:
-            v, good = read(names[0])
-            values = v.astype(np.float64)
+            values, good = read(names[0])  # the working dtype: accumulators add it into float64 in place
+            if self._parsed is None:
+                return values, good
+            values = values.astype(np.float64)
         else:  # --duplicates mean: average the valid members of the date
             total = np.zeros(shape, dtype=np.float64)
             count = np.zeros(shape, dtype=np.int32)
@@ -153,16 +155,19 @@ class _Moments(_Accumulator):
 
     def __init__(self, stat: str, shape: tuple[int, int]) -> None:
         self.stat = stat
-        self.n = np.zeros(shape, dtype=np.int64)
+        self.n = np.zeros(shape, dtype=np.int32)
         self.total = np.zeros(shape, dtype=np.float64)
         self.mean = np.zeros(shape, dtype=np.float64)
         self.m2 = np.zeros(shape, dtype=np.float64)
 
     def add(self, values: np.ndarray, good: np.ndarray, ordinal: int) -> None:
-        x = np.where(good, values, 0.0)
+        # In place and without masked ufuncs (whose casting path is slow): this runs once per
+        # date and pixel. ``values`` is this date's own buffer, so its invalid pixels may be zeroed.
+        np.copyto(values, 0, where=~good)
+        self.total += values
         self.n += good
-        self.total += x
         if self.stat == "std":  # the mean is the float64 sum over the count; std needs Welford to stay accurate
+            x = np.where(good, values, 0.0)
             n = np.maximum(self.n, 1)
             delta = np.where(good, x - self.mean, 0.0)
             self.mean += delta / n
