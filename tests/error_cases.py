@@ -296,6 +296,7 @@ CASES: tuple[Case, ...] = (
     _c("executor-adapt-form", "executors", f"{CALC} --executor dask --dask-cluster slurm --adapt 4", "--adapt without MIN:MAX", r"--adapt '4' is not MIN:MAX"),
     _c("executor-adapt-range", "executors", f"{CALC} --executor dask --dask-cluster slurm --adapt 5:2", "--adapt with MIN above MAX", r"--adapt 5:2 is not a range of jobs"),
     _c("executor-dask-cluster", "executors", f"{CALC} --executor dask --dask-cluster pbs", "a dask cluster kind tilewise does not start", r"Invalid value for '--dask-cluster': 'pbs'"),
+    _c("dask-unreachable", "executors", f"{CALC} --executor dask --scheduler tcp://127.0.0.1:9", "a --scheduler address where no Dask scheduler listens", r"tcp://127\.0\.0\.1:9"),
     _c("worker-no-job", "executors", f"worker {D}nowhere --part 1/2", "tilewise worker on a folder that holds no job", r"'.*nowhere' holds no tilewise job"),
     _c("worker-part-form", "executors", f"worker {D}nowhere --part 1-2", "--part not written I/N", r"--part '1-2' is not I/N"),
     # ------------------------------------------------------------------ dates (time stacks)

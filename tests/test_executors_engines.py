@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -88,10 +89,14 @@ def run_on(name: str, scene: Path, out: Path, opts: ExecutorOptions | None = Non
 @pytest.mark.parametrize("name", ["ndvi", "focal"])
 def test_dask_local_cluster_same_bytes(name: str, scene: Path, reference: Callable[[str], str], tmp_path: Path) -> None:
     out = tmp_path / "out.tif"
-    summary = run_on(name, scene, out, ExecutorOptions(name="dask", workers=2))
+    events: list[Any] = []
+    summary = run_on(name, scene, out, ExecutorOptions(name="dask", workers=2), progress=events.append)
     assert (summary.executor, summary.workers, summary.failed) == ("dask", 2, {})
     assert summary.tiles_run == summary.tiles_total == 20
     assert sha(out) == reference(name)
+    # The start line (what the CLI prints) gives the dashboard's address.
+    (start,) = [e.message for e in events if e.kind == "start"]
+    assert re.search(r"dashboard http://127\.0\.0\.1:\d+/status", start), start
 
 
 @pytest.mark.slow
