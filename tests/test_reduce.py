@@ -367,3 +367,33 @@ def test_bands_of_one_file_with_a_dates_file(stack: tuple[Path, list[date], np.n
     with rasterio.open(out) as a, rasterio.open(ref_out) as b:
         np.testing.assert_allclose(a.read(), b.read(), rtol=1e-12)  # same dates in date order: the same sums
         assert a.descriptions == b.descriptions
+
+
+@pytest.mark.faults
+def test_kill_9_mid_reduce_then_rerun_gives_the_same_bytes(stack: tuple[Path, list[date], np.ndarray], tmp_path: Path) -> None:
+    """Promise 2 for stacks: a run killed after some tiles resumes those tiles and writes the uninterrupted bytes."""
+    import os
+    import signal
+    import time
+
+    folder, _, _ = stack
+    ref = _write(folder, tmp_path / "ref.tif", stat="p90", groupby="season", tile_size=32)
+    out = tmp_path / "o.tif"
+    args = [*CLI, "-q", "reduce", str(folder), "--date-pattern", PATTERN, "--stat", "p90", "--groupby", "season", "--tile-size", "32",
+            "--executor", "serial", "-o", str(out)]  # fmt: skip
+    proc = subprocess.Popen(args, start_new_session=True)
+    records = tmp_path / ".o.tif.tilewise" / "manifest"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(f.stat().st_size > 0 for f in records.glob("records-*.jsonl")) if records.is_dir() else False:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    st = json.loads(subprocess.run([*CLI, "status", str(out), "--json"], capture_output=True, text=True, timeout=60).stdout)
+    assert st["state"] == "complete"
+    assert out.read_bytes() == ref.read_bytes()
