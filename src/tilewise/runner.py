@@ -331,7 +331,7 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
     return tasks
 
 
-def _units(tasks: list[Task], workers: int, per_unit: int | None = None) -> list[tuple[Task, ...]]:
+def _units(tasks: list[Task], workers: int, per_unit: int | None = None, min_pixels: int = MIN_UNIT_PIXELS) -> list[tuple[Task, ...]]:
     """Group small tasks so each unit carries about MIN_UNIT_PIXELS, keeping >= 4 units per worker.
 
     Tiles with a halo are grouped into runs of consecutive tiles (bands of tile rows) whatever
@@ -351,7 +351,7 @@ def _units(tasks: list[Task], workers: int, per_unit: int | None = None) -> list
     for t in tasks:
         cur.append(t)
         px += t.pixels
-        if px >= MIN_UNIT_PIXELS or len(cur) >= cap:
+        if px >= min_pixels or len(cur) >= cap:
             units.append(tuple(cur))
             cur, px = [], 0
     if cur:
@@ -393,7 +393,9 @@ def _run_phase(tasks: list[Any], kind: str, executor: Executor, manifest: Manife
     are recorded). A full disk stops the phase at once with :class:`DiskFullError`.
     """
     attempts: dict[str, int] = {}
-    units = WorkList(_units(tasks, executor.workers, opts.tiles_per_task))
+    # A Dask or Parsl task costs ~2 ms to hand out: give each one ~4 Mpix (>= 100 ms of work).
+    min_px = MIN_UNIT_PIXELS * (4 if executor.name in ("dask", "parsl") else 1)
+    units = WorkList(_units(tasks, executor.workers, opts.tiles_per_task, min_px))
     results = executor.map_unordered(_guarded_batch, units)
     try:
         for idx, result in results:
