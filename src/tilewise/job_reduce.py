@@ -19,7 +19,7 @@ from tilewise.errors import UsageError
 from tilewise.grid import Grid, Window
 from tilewise.job import ItemPlan, Job, Plan, ReduceSpec, StackSpec, check_nodata_fits, default_nodata, fingerprint
 from tilewise.ops.reduce import GROUPBYS, SEASONS, STATS, Group, ReduceOp, holds_column, is_stat
-from tilewise.sources.raster import RESAMPLINGS, BandRef, file_identity, resolve_band
+from tilewise.sources.raster import RESAMPLINGS, BandRef
 from tilewise.sources.stack import Member, Stack, bbox_window, open_stack, select
 from tilewise.tiling import Tiling, choose_tile_shape
 
@@ -116,16 +116,15 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
         raise UsageError(f"unknown resampling {job.align!r}", f"use one of: {', '.join(RESAMPLINGS)}")
     stack, (r0, c0, h, w) = resolve_stack(spec.stack, align=job.align is not None)
     groups, names = make_groups(stack, spec)
-    first = next(iter(names.values()))
-    ref0 = resolve_band(first.path, first.band, f"{first.label} ({first.date.date().isoformat()})")
-    # Every member shares the first one's grid, type and nodata (checked when the stack was opened);
-    # only where it is read from differs.
+    # Every member shares the stack's type and nodata (checked when the stack was opened); the
+    # BandRefs come from the stack without opening the files again.
     refs: dict[str, BandRef] = {}
     for n, m in names.items():
-        ref = replace(ref0, path=m.path, band=m.band, label=f"{m.label} ({m.date.date().isoformat()})", identity=file_identity(m.path), origin=(r0, c0))
+        ref = replace(stack.band_ref(m), label=f"{m.label} ({m.date.date().isoformat()})", origin=(r0, c0))
         if job.align is not None and m.grid is not None and m.grid.mismatch(stack.grid) is not None:
-            ref = replace(ref, grid=m.grid, warp_to=stack.grid, resampling=job.align)  # --align: resampled onto the stack's grid
+            ref = replace(ref, warp_to=stack.grid, resampling=job.align)  # --align: resampled onto the stack's grid
         refs[n] = ref
+    ref0 = next(iter(refs.values()))
     grid = stack.grid.window_grid(Window(r0, c0, h, w))
     # Smaller tiles than pixel ops: a tile holds a few accumulators and reads every date, so more
     # tiles spread the dates' decoding evenly over the workers (the files stay open between tiles).

@@ -25,8 +25,8 @@ from tilewise.executors import ExecutorOptions, make_executor
 from tilewise.grid import Window
 from tilewise.io import read_tile
 from tilewise.job import StackSpec
-from tilewise.sources.raster import BandRef, resolve_band
-from tilewise.sources.stack import area_weights
+from tilewise.sources.raster import BandRef
+from tilewise.sources.stack import area_weights, format_date
 
 ROWS_PER_BAND = 256
 COLUMNS = ("date", "file", "band", "count", "mean", "min", "max", "std", "area_mean")
@@ -142,13 +142,7 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
     if weighted and area_weights(stack.grid, 0, 1) is None:
         raise UsageError("--area-weighted needs a geographic (longitude/latitude) grid",
                          f"the stack's grid is projected ({stack.grid.crs}); leave the option out")  # fmt: skip
-    first = stack.members[0]
-    ref0 = resolve_band(first.path, first.band, first.label)
-    from dataclasses import replace
-
-    tasks = [StatsTask(i, m.date.date().isoformat() if m.date.time() == m.date.min.time() else m.date.isoformat(),
-                       replace(ref0, path=m.path, band=m.band, label=m.label), Window(r0, c0, h, w), expr, weighted)
-             for i, m in enumerate(stack.members)]  # fmt: skip
+    tasks = [StatsTask(i, format_date(m.date), stack.band_ref(m), Window(r0, c0, h, w), expr, weighted) for i, m in enumerate(stack.members)]
     opts = executor or ExecutorOptions()
     ex = make_executor(opts)
     per = max(1, len(tasks) // (4 * ex.workers))

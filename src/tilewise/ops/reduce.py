@@ -157,8 +157,9 @@ class _Moments(_Accumulator):
         self.stat = stat
         self.n = np.zeros(shape, dtype=np.int32)
         self.total = np.zeros(shape, dtype=np.float64)
-        self.mean = np.zeros(shape, dtype=np.float64)
-        self.m2 = np.zeros(shape, dtype=np.float64)
+        # Welford's running mean and M2, for std only.
+        self.mean = np.zeros(shape if stat == "std" else (0, 0), dtype=np.float64)
+        self.m2 = np.zeros(shape if stat == "std" else (0, 0), dtype=np.float64)
 
     def add(self, values: np.ndarray, good: np.ndarray, ordinal: int) -> None:
         # In place and without masked ufuncs (whose casting path is slow): this runs once per
