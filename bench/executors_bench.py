@@ -1,8 +1,7 @@
 """The same CPU-bound job on every executor: the tutorial's executor table (issue: one job, every engine).
 
 Generates (once, cached in bench/work/) a synthetic DEM, writes a focal-median job file,
-starts a single-node SLURM on loopback (scripts/slurm/up.sh; stopped again at the end
-unless it was already running) and runs ``tilewise bench executors`` on serial, processes,
+starts a single-node SLURM on loopback (scripts/slurm/up.sh; stopped again at the end) and runs ``tilewise bench executors`` on serial, processes,
 dask, parsl, a SLURM array and GNU parallel. Results: bench/results/executors.{json,md}.
 
     .venv/bin/python bench/executors_bench.py [--size 8192] [--workers N] [--stat median --window 11]
@@ -53,8 +52,7 @@ def main() -> int:
     job = out / "job.toml"
     job.write_text(f'command = "focal"\ninputs = ["{dem}"]\noutput = "{out / "focal.tif"}"\nstat = "{args.stat}"\nsize = {args.window}\n',
                    encoding="utf-8")  # fmt: skip
-    state = Path(tempfile.gettempdir()) / "tilewise-bench-slurm"
-    already = (state / "slurm.conf").exists()
+    state = Path(tempfile.gettempdir()) / "tilewise-bench-slurm"  # the benchmark's own cluster, stopped at the end
     env = _slurm_up(state) if "slurm" in args.executors else dict(os.environ)
     try:
         waited, load = wait_for_quiet(120.0)
@@ -65,7 +63,7 @@ def main() -> int:
             cmd += ["--workers", str(args.workers)]
         subprocess.run(cmd, check=True, env=env)
     finally:
-        if "slurm" in args.executors and not already:
+        if "slurm" in args.executors:
             subprocess.run([str(REPO / "scripts" / "slurm" / "down.sh"), str(state)], check=False)
     result = json.loads((out / "report" / "executors.json").read_text(encoding="utf-8"))
     result["bench_machine"] = machine_info()
