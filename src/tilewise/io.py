@@ -62,11 +62,12 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
     inside = window.intersection(grid.full_window())
     indexes = [r.band for r in refs]
     shape = (len(refs), window.height, window.width)
+    whole = inside == window
+    # Zeros (and invalid) only where part of the window lies outside the raster (a halo at an edge).
+    raw = np.empty(shape, dtype=refs[0].dtype) if whole else np.zeros(shape, dtype=refs[0].dtype)
+    ok = np.zeros(shape, dtype=bool)
     if inside is None:
-        return np.zeros(shape, dtype=refs[0].dtype), np.zeros(shape, dtype=bool)
-    # Zeros only where part of the window lies outside the raster (a halo at an edge).
-    raw = np.empty(shape, dtype=refs[0].dtype) if inside == window else np.zeros(shape, dtype=refs[0].dtype)
-    ok = np.zeros(shape, dtype=bool) if inside != window else np.empty(0, dtype=bool)
+        return raw, ok
     dst = (slice(None), slice(inside.row_off - window.row_off, inside.row_end - window.row_off),
            slice(inside.col_off - window.col_off, inside.col_end - window.col_off))  # fmt: skip
     try:
@@ -77,7 +78,7 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
                 vrt = _warped(ds, refs[0])
                 src = vrt
             try:
-                if inside == window:  # the usual case: decode straight into the result
+                if whole:  # the usual case: decode straight into the result
                     src.read(indexes, window=inside.to_rasterio(), out=raw)
                     ok = _validity(src, refs, raw, inside)
                 else:

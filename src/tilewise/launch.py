@@ -50,6 +50,7 @@ from tilewise.runner import (
     output_done,
     raise_if_failed,
 )
+from tilewise.status import describe_failure, load_job_at
 from tilewise.task import Task
 
 PARTS_FILE = "parts.json"
@@ -111,8 +112,6 @@ def _load_parts(workdir: Path, fingerprint: str) -> list[list[str]] | None:
 
 
 def _saved_job(workdir: Path) -> tuple[Job, Plan]:
-    from tilewise.status import load_job_at
-
     job, saved = load_job_at(workdir)
     plan = plan_job(job)
     if plan.fingerprint != saved.get("fingerprint"):
@@ -258,7 +257,7 @@ def launch_job(job: Job, *, overwrite: bool, emit: ProgressFn, dry_run: bool, wa
         missing = _missing_parts(parts, state, items_done)
         summary.tiles_skipped = sum(_tile_done(state.get(t.key)) or t.item in items_done for t in tasks)
         if opts.name == "slurm":
-            _launch_slurm(job, plan, workdir, parts, missing, dry_run, summary, emit)
+            _launch_slurm(job, plan, workdir, parts, missing, {t.key: t for t in tasks}, dry_run, summary, emit)
         else:
             _launch_parallel(job, plan, workdir, manifest, parts, missing, dry_run, summary, emit)
     except DiskFullError as exc:
@@ -287,10 +286,9 @@ def _env_lines(res: Any) -> list[str]:
     return [f"module load {m}" for m in res.modules] + list(res.setup)
 
 
-def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], run: list[int]) -> tuple[str, str]:
-    """The array script (one element per part in ``run``) and the finishing script, as text."""
+def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], run: list[int], tasks: dict[str, Task]) -> tuple[str, str]:
+    """The array script (one element per part in ``run``) and the finishing script, as text; ``tasks`` by key."""
     opts = job.executor
-    tasks = {t.key: t for t in _make_tasks(plan, workdir)}
     px = max((sum(tasks[k].pixels for k in parts[p - 1]) for p in run), default=0)
     res = estimate(plan, opts, px)
     name = f"tilewise-{plan.fingerprint[:8]}"
@@ -311,14 +309,9 @@ def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], r
     return "\n".join(array), "\n".join(finish)
 
 
-def _tasks_of(plan: Plan, workdir: Path, keys: list[str]) -> list[Task]:
-    want = set(keys)
-    return [t for t in _make_tasks(plan, workdir) if t.key in want]
-
-
-def _launch_slurm(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], missing: list[int], dry_run: bool, summary: RunSummary,
-                  emit: ProgressFn) -> None:  # fmt: skip
-    array_txt, finish_txt = slurm_scripts(job, plan, workdir, parts, missing)
+def _launch_slurm(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], missing: list[int], tasks: dict[str, Task], dry_run: bool,
+                  summary: RunSummary, emit: ProgressFn) -> None:  # fmt: skip
+    array_txt, finish_txt = slurm_scripts(job, plan, workdir, parts, missing, tasks)
     k = len(submissions(workdir)) + 1
     array_path, finish_path = workdir / BATCH_DIR / f"array-{k}.sbatch", workdir / BATCH_DIR / f"finish-{k}.sbatch"
     if missing:
@@ -371,7 +364,7 @@ def _conclude(job: Job, plan: Plan, workdir: Path, latest: dict[str, dict[str, A
         emit(Event("done", summary.tiles_total, summary.tiles_total, "finished"))
         return
     report = part_report(workdir, plan, latest)
-    failed = {k: _failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
+    failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     if report:
         lines = "; ".join(describe_part(e) for e in report[:5]) + (f"; and {len(report) - 5} more" if len(report) > 5 else "")
         raise RunFailedError(f"{len(report)} of {summary.batch.get('parts', '?')} parts did not finish: {lines}",
@@ -381,10 +374,6 @@ def _conclude(job: Job, plan: Plan, workdir: Path, latest: dict[str, dict[str, A
         return
     raise RunFailedError(f"every tile of {job.output_root!r} is done but the outputs were not written",
                          f"see the finishing job's log in {str(workdir / BATCH_DIR)!r}; 'tilewise resume {job.output_root}' writes them")  # fmt: skip
-
-
-def _failure(rec: dict[str, Any]) -> str:
-    return str(rec.get("error", ""))
 
 
 def parallel_command(workdir: Path, tasks_file: Path, slots: int) -> list[str]:
@@ -433,13 +422,13 @@ def _launch_parallel(job: Job, plan: Plan, workdir: Path, manifest: Manifest, pa
     still = _missing_parts(parts, latest, _items_done(plan, latest))
     if still:
         report = part_report(workdir, plan, latest)
-        failed = {k: _failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
+        failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
         first = f" (first failed tile {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
         raise RunFailedError(f"{len(report)} of {len(parts)} GNU parallel parts did not finish{first}: "
                              + "; ".join(describe_part(e) for e in report[:5]),
                              f"see {str(log)!r} and 'tilewise status {job.output_root}'; rerun the same command to retry them")  # fmt: skip
     # Every tile is recorded: write the outputs here, under the lock this process holds.
-    executor = make_executor(ExecutorOptions(name="processes" if slots > 1 else "serial", workers=slots, retries=opts.retries))
+    executor = _local_executor(slots, opts.retries)
     try:
         done = _run(job, plan, workdir, manifest, latest, executor, emit)
     finally:
@@ -491,7 +480,8 @@ def run_part(workdir: Path, part: int, n: int, emit: ProgressFn | None = None) -
     manifest = Manifest(workdir, writer=writer)
     latest = manifest.latest()
     items_done = _items_done(plan, latest)
-    todo = [t for t in _tasks_of(plan, workdir, parts[part - 1]) if t.item not in items_done and not _tile_done(latest.get(t.key))]
+    mine = set(parts[part - 1])
+    todo = [t for t in _make_tasks(plan, workdir) if t.key in mine and t.item not in items_done and not _tile_done(latest.get(t.key))]
     phase = _Phase(len(parts[part - 1]) - len(todo), len(parts[part - 1]))
     summary = RunSummary(outputs=[], tiles_total=phase.total, tiles_run=0, tiles_skipped=phase.done, failed={}, pixels=0, valid=0, minimum=None,
                          maximum=None, mean=None, wall_s=0.0, workdir=str(workdir), executor=job.executor.name)  # fmt: skip

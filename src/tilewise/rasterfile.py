@@ -190,24 +190,16 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
         ds.close()
         raise
     kept[key] = ds
-    while len(kept) > max(KEPT_HANDLES, getattr(_KEPT, "capacity", 0)):
+    while len(kept) > KEPT_HANDLES:
         _, old = kept.popitem(last=False)
         old.close()
 
 
-def reserve_kept(n: int, cache_bytes: int = 0) -> None:
-    """Let this thread keep up to ``n`` handles open (a time stack's tile reads its dates' files in turn, tile after tile).
+def set_read_cache(cache_bytes: int) -> None:
+    """Use a GDAL block cache of ``cache_bytes`` for this thread's :func:`open_read_kept` reads (0: the default).
 
-    Capped at a quarter of the open-file limit, so a stack of thousands of dates falls
-    back to opening each file per tile instead of running out of file descriptors.
-    ``cache_bytes`` sets GDAL's block cache for these reads: each block of a stack is
-    decoded once, so a large cache only holds memory.
+    A time stack decodes each block once, so the default cache would only hold memory.
     """
-    import resource
-
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    cap = soft // 4 if soft > 0 else 256
-    _KEPT.capacity = max(getattr(_KEPT, "capacity", 0), min(n, cap))
     _KEPT.cache_bytes = cache_bytes
 
 

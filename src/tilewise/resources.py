@@ -29,7 +29,7 @@ def tile_bytes(plan: Plan) -> int:
     out = np.dtype(plan.job.output.dtype).itemsize
     for it in plan.items:
         t = it.tiling
-        halo = 2 * getattr(plan.op, "halo", 0)
+        halo = 2 * plan.op.halo
         px = (t.tile_height + halo) * (t.tile_width + halo)
         best = max(best, px * (len(it.refs) * (work + 8) + 4 * 8 + out))
     return best

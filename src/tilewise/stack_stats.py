@@ -138,8 +138,9 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
 
         check_stack_expr(expr)
     stack, (r0, c0, h, w) = resolve_stack(spec)
-    weighted = area_weighted if area_weighted is not None else area_weights(stack.grid, 0, 1) is not None
-    if weighted and area_weights(stack.grid, 0, 1) is None:
+    geographic = area_weights(stack.grid, 0, 1) is not None
+    weighted = geographic if area_weighted is None else area_weighted
+    if weighted and not geographic:
         raise UsageError("--area-weighted needs a geographic (longitude/latitude) grid",
                          f"the stack's grid is projected ({stack.grid.crs}); leave the option out")  # fmt: skip
     tasks = [StatsTask(i, format_date(m.date), stack.band_ref(m), Window(r0, c0, h, w), expr, weighted) for i, m in enumerate(stack.members)]

@@ -71,7 +71,7 @@ def job_status(output: str) -> dict[str, Any]:
     tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
     outputs = saved.get("outputs", [])
     outs_done = sum(output_done(latest.get(f"{i}/output"), Path(path)) for i, path in enumerate(outputs))
-    failed = {k: _failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
+    failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
     batch = _batch(wd, saved, latest, outs_done == len(outputs))
     if outs_done == len(outputs):
@@ -111,7 +111,8 @@ def _batch(wd: Path, saved: dict[str, Any], latest: dict[str, dict[str, Any]], c
     return out
 
 
-def _failure(rec: dict[str, Any]) -> str:
+def describe_failure(rec: dict[str, Any]) -> str:
+    """A failed record's error with its number of attempts."""
     n = rec.get("attempts")
     return f"{rec.get('error', '')} (after {n} attempt{'s' if n != 1 else ''})" if n else str(rec.get("error", ""))
 

@@ -18,7 +18,7 @@ from tilewise.grid import Grid
 from tilewise.io import read_tile, to_output, write_tile
 from tilewise.ops.base import Operation, TileContext
 from tilewise.overviews import compute_levels, write_pyramid
-from tilewise.rasterfile import reserve_kept
+from tilewise.rasterfile import set_read_cache
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
 
@@ -126,6 +126,6 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
     shape = (task.tile.read.height, task.tile.read.width)
     # A stack's blocks are each decoded once, so GDAL's cache stays small. Files are not kept open
     # between tiles: an open costs ~0.3 ms, while hundreds of open handles cost ~0.4 MB each.
-    reserve_kept(0, cache_bytes=STREAM_CACHE_BYTES)
+    set_read_cache(STREAM_CACHE_BYTES)
     data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
     return data, valid, nbytes, read_s

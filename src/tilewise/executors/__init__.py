@@ -54,14 +54,5 @@ def make_executor(opts: ExecutorOptions, workdir: Path | None = None) -> Executo
     raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
 
 
-def get_executor(name: str, workers: int | None = None) -> Executor:
-    """Create the executor called ``name`` with ``workers`` workers (default: usable cores)."""
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers {workers} is not positive", "use --workers 1 or more")
-    if name not in EXECUTORS:
-        raise UsageError(f"unknown executor {name!r}", f"use one of: {', '.join(EXECUTORS)}")
-    return make_executor(ExecutorOptions(name=name, workers=workers))
-
-
-__all__ = ["CLUSTER_EXECUTORS", "DETACHED", "EXECUTORS", "ClusterResources", "Executor", "ExecutorOptions", "WorkList", "get_executor",
-           "make_executor", "usable_cores"]  # fmt: skip
+__all__ = ["CLUSTER_EXECUTORS", "DETACHED", "EXECUTORS", "ClusterResources", "Executor", "ExecutorOptions", "WorkList", "make_executor",
+           "usable_cores"]  # fmt: skip
