@@ -32,10 +32,9 @@ def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None,
     if duplicates not in DUPLICATES:
         raise UsageError(f"--duplicates {duplicates!r} is not a policy", f"use one of {', '.join(DUPLICATES)}")
     if isinstance(months, str):
-        try:
-            months = [int(m) for m in months.split(",") if m.strip()]
-        except ValueError:
-            raise UsageError(f"--months {months!r} is not a list of month numbers", "e.g. --months 6,7,8") from None
+        from tilewise.sources.stack import parse_months
+
+        months = list(parse_months(months))  # also "jun-aug", "12-2"
     if months is not None and any(not isinstance(m, int) or isinstance(m, bool) or not 1 <= m <= 12 for m in months):
         raise UsageError(f"--months {_short_repr(months)} holds a value that is not a month 1-12", "e.g. --months 6,7,8")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):

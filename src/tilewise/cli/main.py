@@ -331,7 +331,7 @@ def stack_options(f: F) -> F:
                      help="What to do with two files of the same date."),
         click.option("--start", default=None, metavar="DATE", help="First date to use (YYYY-MM-DD, YYYY-MM or YYYY)."),
         click.option("--end", default=None, metavar="DATE", help="Last date to use, inclusive (YYYY-MM-DD, YYYY-MM or YYYY)."),
-        click.option("--months", default=None, metavar="M,M,...", help="Only these months, e.g. 6,7,8."),
+        click.option("--months", default=None, metavar="M,M,...", help="Only these months, e.g. 6,7,8, jun-aug or 12-2."),
         click.option("--every", type=int, default=None, metavar="N", help="Every Nth date of the selection."),
         click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Only this box (in the stack's CRS, or --bbox-crs)."),
         click.option("--bbox-crs", default=None, help="CRS of --bbox, e.g. EPSG:4326."),
