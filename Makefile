@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,cluster]'
+	$(PY) scripts/fetch_leaflet.py
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -18,9 +19,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tilewise.demo --out demo-output
 
-## system-deps: Debian packages some tests need (slurmctld slurmd slurm-client munge parallel), when root
+## system-deps: Debian packages some tests need (slurmctld slurmd slurm-client munge parallel chromium), when root
 system-deps:
 	scripts/slurm/up.sh --install-only || echo "note: SLURM / GNU parallel not installed; their tests will be skipped"
+	if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null 2>&1; then \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 chromium \
+		  || { apt-get update -q -o DPkg::Lock::Timeout=300 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=300 chromium; }; } \
+		|| echo "note: chromium not installed; the web viewer's browser test will be skipped"; \
+	fi
 
 ## test: lint, type-check and the whole test suite (what CI runs); the SLURM tests start their own cluster
 test: $(STAMP) system-deps lint
@@ -41,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/focal_bench.py
 	$(PY) bench/stack_bench.py
 	$(PY) bench/executors_bench.py
+	$(PY) bench/rasterize_bench.py
 
 clean:
 	rm -rf demo-output bench/work .pytest_cache .mypy_cache .ruff_cache

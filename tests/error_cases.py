@@ -98,6 +98,7 @@ CATEGORIES: dict[str, str] = {
     "outputs": "Output options and output paths",
     "executors": "Executors, workers, retries",
     "dates": "Time stacks: date patterns, dates, selections (tilewise reduce / stats)",
+    "vectors": "Polygons and tile matrix sets (tilewise rasterize)",
     "job-files": "Job files (tilewise run)",
     "state": "Saved jobs (tilewise resume / status)",
     "runs": "Runs that started and failed",
@@ -350,6 +351,46 @@ CASES: tuple[Case, ...] = (
        r"job file '.*JOB\.yaml' holds more than 100000 values", files={"JOB.yaml": _LAUGHS}),
     _c("job-saved-invalid", "job-files", f"run {D}JOB.json", "a saved job description with a bad field", r"invalid job description: items 5: Input should be a valid array",
        files={"JOB.json": '{"command": "ndvi", "items": 5, "output_root": "o.tif"}'}),
+    # ------------------------------------------------------------------ polygons, tile matrix sets
+    _c("tms-unknown", "vectors", f"rasterize {D}POLY.geojson -o {D}T --tms WorldCRS84 --zoom 3", "a tile matrix set that does not exist",
+       r"unknown tile matrix set 'WorldCRS84'.*did you mean 'WorldCRS84Quad'"),
+    _c("zoom-outside", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 30", "a zoom level the TMS does not define",
+       r"--zoom 30 is outside the zoom levels of WorldCRS84Quad \(0\.\.23\)"),
+    _c("zoom-missing", "vectors", f"rasterize {D}POLY.geojson -o {D}T", "no zoom level (and no --like)", r"no --zoom given"),
+    _c("min-zoom-above", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --parents --min-zoom 7", "--min-zoom above --zoom",
+       r"--min-zoom 7 is above --zoom 5"),
+    _c("stat-unknown", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stat cover", "a misspelt statistic",
+       r"unknown statistic 'cover'.*did you mean 'coverage'"),
+    _c("stat-agg-unknown", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stat Area:avg", "an aggregation that does not exist",
+       r"--stat 'Area:avg': unknown aggregation 'avg'"),
+    _c("stat-twice", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stat count --stat count", "the same statistic twice",
+       r"statistic 'count' is asked for twice"),
+    _c("property-missing", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stat Height:mean", "a property the layer does not have",
+       r"property 'Height' is not a field of '.*POLY\.geojson'"),
+    _c("property-not-numeric", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stat Name:sum", "a text property aggregated",
+       r"property 'Name' of '.*POLY\.geojson' is not numeric \(value 'a'\)"),
+    _c("vector-points", "vectors", f"rasterize {D}PTS.geojson -o {D}T --zoom 5", "a layer of points", r"'.*PTS\.geojson' holds Point geometries"),
+    _c("vector-empty", "vectors", f"rasterize {D}NOFEAT.gpkg -o {D}T --zoom 5", "a layer with no features", r"the vector input\(s\) hold no features \(NOFEAT\.gpkg\)"),
+    _c("vector-no-crs", "vectors", f"rasterize {D}NOCRS.shp -o {D}T --zoom 5", "a Shapefile without its .prj", r"'.*NOCRS\.shp' has no CRS"),
+    _c("vector-missing", "vectors", f"rasterize {D}NONE.gpkg -o {D}T --zoom 5", "a vector file that does not exist", r"vector input '.*NONE\.gpkg' does not exist"),
+    _c("vector-not-vector", "vectors", f"rasterize {D}NOTES.txt -o {D}T --zoom 5", "a text file as vector input",
+       r"cannot open '.*NOTES\.txt' as a vector layer"),
+    _c("vector-tif-output", "vectors", f"rasterize {D}POLY.geojson -o {D}T.tif --zoom 5", "a .tif output for TMS tiles (without --like)",
+       r"-o '.*T\.tif' is a GeoTIFF, but TMS tiles go into a folder"),
+    _c("vector-like-parents", "vectors", f"rasterize {D}POLY.geojson -o {D}OUT.tif --like {D}ONE.tif --parents", "--parents with --like",
+       r"--parents and --webtiles build TMS levels"),
+    _c("palette-unknown", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --webtiles --palette nope", "a palette that is neither a colormap nor colours",
+       r"nope"),
+    _c("range-reversed", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --range coverage=1,0", "a value range given max first",
+       r"value range \[1\.0, 0\.0\] of statistic 'coverage' is reversed"),
+    _c("range-unknown-stat", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --range cov=0,1", "a value range for a statistic not asked for",
+       r"--range names statistic 'cov', which is not asked for"),
+    _c("resampling-unknown", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --resampling count=median", "a parent resampling that does not exist",
+       r"unknown resampling 'median' for statistic 'count'"),
+    _c("rasterize-slurm", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --executor slurm", "TMS rasterize on a SLURM job array",
+       r"tilewise rasterize does not run on --executor slurm yet"),
+    _c("stats-config-missing", "vectors", f"rasterize {D}POLY.geojson -o {D}T --zoom 5 --stats-config {D}NO.toml", "a statistics config that does not exist",
+       r"statistics config '.*NO\.toml' does not exist"),
     # ------------------------------------------------------------------ saved jobs
     _c("status-no-job", "state", f"status {D}OUT.tif", "status of an output no job writes", r"no tilewise job found for '.*OUT\.tif'"),
     _c("resume-no-job", "state", f"resume {D}OUT.tif", "resume of an output no job writes", r"no tilewise job found for '.*OUT\.tif'"),
@@ -407,6 +448,7 @@ def build_fixtures(root: Path) -> None:
             grid = east if (sub == "MIXED" and n.endswith("02.tif")) else None
             write_raster(root / sub / n, one, nodata=-9999, blocksize=None, transform=grid)
     (root / "NOTES.txt").write_text("red and nir bands of the scene\n")
+    _vector_fixtures(root)
     whole = (root / "ONE.tif").read_bytes()
     (root / "TRUNC.tif").write_bytes(whole[:100])
     (root / "SCENE.zip").write_bytes(b"PK\x03\x04" + b"\0" * 60)
@@ -426,6 +468,19 @@ def build_fixtures(root: Path) -> None:
     (root / "EMPTY.SAFE" / "MTD_MSIL2A.xml").write_text("<x/>")
     (root / "L1C.SAFE" / "GRANULE").mkdir(parents=True)
     (root / "L1C.SAFE" / "MTD_MSIL1C.xml").write_text("<x/>")
+
+
+def _vector_fixtures(root: Path) -> None:
+    """Polygons (GeoJSON, CRS84), points, an empty layer and a Shapefile without .prj for the rasterize cases."""
+    import geopandas as gpd
+    import shapely
+
+    polys = [shapely.box(-148.80 + i * 0.01, 70.0, -148.795 + i * 0.01, 70.004) for i in range(3)]
+    gpd.GeoDataFrame({"Area": [1.0, 2.0, 3.0], "Name": ["a", "b", "c"]}, geometry=polys, crs="OGC:CRS84").to_file(root / "POLY.geojson")
+    gpd.GeoDataFrame({"n": [1, 2]}, geometry=[shapely.Point(0, 0), shapely.Point(1, 1)], crs="OGC:CRS84").to_file(root / "PTS.geojson")
+    gpd.GeoDataFrame({"n": []}, geometry=[], crs="EPSG:4326").to_file(root / "NOFEAT.gpkg")
+    gpd.GeoDataFrame({"n": [1]}, geometry=polys[:1], crs="EPSG:4326").to_file(root / "NOCRS.shp")
+    (root / "NOCRS.prj").unlink()
 
 
 @contextlib.contextmanager

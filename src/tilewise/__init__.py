@@ -34,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from tilewise import sheets
 
         return getattr(sheets, name)
+    if name == "rasterize":
+        from tilewise.polygons import rasterize
+
+        return rasterize
     if name in ("reduce", "stats"):
         from tilewise import timeseries
 

@@ -707,6 +707,10 @@ def job_from_options(data: dict[str, Any], source: str = "job file") -> Job:
         if command == "focal":
             inputs = _path_list(data, source)
             return focal_job(inputs, _text_option(data, "output", source), **data)
+        if command == "rasterize":
+            from tilewise.polygons import rasterize_job
+
+            return rasterize_job(_path_list(data, source), _text_option(data, "output", source), **data)
         if command == "reduce":
             from tilewise.timeseries import reduce_job
 
@@ -719,4 +723,4 @@ def job_from_options(data: dict[str, Any], source: str = "job file") -> Job:
             return calc_job(_text_option(data, "expression", source), table, _text_option(data, "output", source), **data)
     except TypeError as exc:
         raise UsageError(f"{source}: {exc}", "see docs/jobs.md for the options of each command and their types") from None
-    raise UsageError(f"{source}: unknown command {command!r}", "use command = \"ndvi\", \"normdiff\", \"calc\", \"focal\" or \"reduce\"")
+    raise UsageError(f"{source}: unknown command {command!r}", "use command = \"ndvi\", \"normdiff\", \"calc\", \"focal\", \"reduce\" or \"rasterize\"")

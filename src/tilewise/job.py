@@ -21,6 +21,7 @@ from tilewise.executors.options import ExecutorOptions
 from tilewise.grid import Grid
 from tilewise.ops.base import Operation
 from tilewise.ops.pixel import ExpressionOp
+from tilewise.ops.rasterize import RasterStatSpec
 from tilewise.sources.raster import BandRef, align_bands, resolve_band
 from tilewise.sources.safe import is_safe, read_safe
 from tilewise.tiling import Tiling, choose_tile_shape
@@ -115,6 +116,22 @@ class ReduceSpec(_Model):
     stack: StackSpec
 
 
+class RasterizeSpec(_Model):
+    """Vector polygons to raster statistics: on TMS tiles (``tms``, ``zoom``) or on the grid of a ``like`` raster."""
+
+    vectors: tuple[str, ...]
+    stats: tuple[RasterStatSpec, ...]
+    layer: str | None = None
+    tms: str = "WorldCRS84Quad"
+    zoom: int | None = None
+    tile_px: int = Field(256, ge=16, le=4096)
+    like: str | None = None
+    id_column: str | None = None
+    parents: bool = False
+    min_zoom: int = 0
+    webtiles: bool = False
+
+
 class Job(_Model):
     """A validated request: op, items (inputs → output), output options, tiling, executor."""
 
@@ -124,6 +141,7 @@ class Job(_Model):
     band_name: str = ""
     focal: FocalSpec | None = None
     reduce: ReduceSpec | None = None
+    rasterize: RasterizeSpec | None = None
     items: tuple[ItemSpec, ...]
     output: OutputOptions = OutputOptions()
     tile_size: int | None = None
@@ -248,6 +266,12 @@ def plan_job(job: Job) -> Plan:
         from tilewise.job_reduce import plan_reduce
 
         return plan_reduce(job, job.reduce)
+    if job.rasterize is not None:
+        if job.rasterize.like is None:
+            raise UsageError("a rasterize job onto TMS tiles has no single-raster plan", "run it with tilewise.rasterize_run.run_rasterize")
+        from tilewise.job_rasterize import plan_rasterize_like
+
+        return plan_rasterize_like(job, job.rasterize)
     op = ExpressionOp(job.expression, name=job.command, band_name=job.band_name)
     work_dtype = "float64" if job.output.dtype == "float64" else "float32"
     items: list[ItemPlan] = []

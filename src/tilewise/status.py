@@ -71,6 +71,12 @@ def job_status(output: str) -> dict[str, Any]:
     tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
     outputs = saved.get("outputs", [])
     outs_done = sum(output_done(latest.get(f"{i}/output"), Path(path)) for i, path in enumerate(outputs))
+    tiles_total = saved.get("tiles", 0)
+    if saved.get("job", {}).get("rasterize") and not saved["job"]["rasterize"].get("like"):
+        # TMS tiles: one output folder, complete once the run recorded "done"; GeoTIFF and web tiles count as tiles
+        outs_done = int(latest.get("done", {}).get("kind") == "done" and (Path(outputs[0]) / "rasters_summary.csv").exists())
+        tiles_done += sum(1 for r in latest.values() if r.get("kind") == "web")
+        tiles_total = latest.get("plan", {}).get("total", 0)
     failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
     batch = _batch(wd, saved, latest, outs_done == len(outputs))
@@ -84,7 +90,7 @@ def job_status(output: str) -> dict[str, Any]:
         state = "incomplete"
     return {
         "output": output, "workdir": str(wd), "command": saved["job"].get("command"), "fingerprint": saved.get("fingerprint"),
-        "state": state, "tiles_total": saved.get("tiles", 0), "tiles_done": tiles_done, "outputs_total": len(outputs),
+        "state": state, "tiles_total": tiles_total, "tiles_done": tiles_done, "outputs_total": len(outputs),
         "outputs_done": outs_done, "failed": failed, "lock_holder": running, "batch": batch,
     }  # fmt: skip
 

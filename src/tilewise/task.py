@@ -66,6 +66,12 @@ def run_task(task: Task) -> dict[str, Any]:
         # A time stack: the op reads one date at a time, so memory does not grow with the dates.
         data, valid, nbytes, read_s = _stream(task, work)
         t1 = t0 + read_s
+    elif getattr(task.op, "generates", False):
+        # Drawn from vectors (rasterize --like): no raster is read.
+        data, valid = task.op.generate(read.row_off, read.col_off, read.height, read.width)  # type: ignore[attr-defined]
+        data = data.astype(work)
+        nbytes = 0
+        t1 = time.perf_counter()
     else:
         arrays = read_tile(task.refs, read, work)
         nbytes = arrays.bytes_read

@@ -166,6 +166,8 @@ def _run(ctx: click.Context, job: Any, overwrite: bool, dry_run: bool = False, w
         raise
     if summary.pending:
         click.echo(format_batch(summary, job.output_root))
+    elif verbosity >= 0 and job.rasterize is not None and job.rasterize.like is None:
+        click.echo(format_tiles(summary, job))
     elif verbosity >= 0:
         click.echo(format_summary(summary, job.band_name))
 
@@ -399,6 +401,82 @@ def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, ar
     if ctx.obj["verbosity"] >= 0:
         valid = [r for r in rows if r["count"]]
         click.echo(f"{len(rows)} date(s), {len(valid)} with valid pixels; table: {output}" + (f"; plot: {plot}" if plot else ""))
+
+
+@cli.command()
+@click.argument("vectors", nargs=-1, required=True, metavar="VECTOR...")
+@click.option("-o", "--output", required=True, help="Output folder for TMS tiles, or a .tif with --like.")
+@click.option("--stat", "stats", multiple=True, metavar="STAT",
+              help="count, count-intersects, coverage, coverage-union or PROPERTY:AGG (AGG: sum, mean, min, max, count, median); "
+                   "repeatable, one band each in this order (default: count and coverage).")
+@click.option("--stats-config", default=None, metavar="FILE", help="TOML/JSON file of [[stat]] tables (name, kind, property, agg, resampling, palette, range).")
+@click.option("--tms", default="WorldCRS84Quad", show_default=True, help="OGC tile matrix set (morecantile id), e.g. WebMercatorQuad.")
+@click.option("--zoom", type=int, default=None, help="Zoom level of the tiles (e.g. 13).")
+@click.option("--tile-px", type=int, default=256, show_default=True, help="Pixels along a tile's edge.")
+@click.option("--like", default=None, metavar="REF.tif", help="Rasterize onto this raster's grid instead: -o is then one GeoTIFF (COG).")
+@click.option("--id-column", default=None, help="Field identifying copies of a polygon across inputs (default staging_identifier when present, "
+                                                 "else identical geometry).")  # fmt: skip
+@click.option("--layer", default=None, help="Layer of multi-layer inputs (default: the first).")
+@click.option("--parents", is_flag=True, help="Also build every level from ZOOM-1 down to --min-zoom from the children.")
+@click.option("--min-zoom", type=int, default=0, show_default=True, help="Lowest level --parents builds.")
+@click.option("--webtiles", is_flag=True, help="Also render RGBA PNG web tiles per stat and level, and web_tiles/index.html.")
+@click.option("--palette", "palettes", multiple=True, metavar="[STAT=]NAME", help="Matplotlib colormap or colour list (#fff,#f00) for web tiles; repeatable.")
+@click.option("--range", "ranges", multiple=True, metavar="[STAT=]MIN,MAX", help="Fixed web-tile value range (default: each zoom's min..max); repeatable.")
+@click.option("--resampling", "resamplings", multiple=True, metavar="[STAT=]HOW",
+              help="How parents merge 2x2 children: sum, mean, nanmean, min, max (default: sum for counts, mean for coverage).")
+@click.option("--opaque-zero", is_flag=True, help="Draw zero pixels in web tiles (default: transparent).")
+@click.option("--nodata", type=float, default=None, help="Nodata of the GeoTIFFs (default NaN; counts and coverage are 0 where no polygon).")
+@click.option("--compress", default=None, help="GeoTIFF compression: deflate (default for tiles), zstd, lzw or none.")
+@click.option("--level", type=int, default=None, help="Compression level.")
+@click.option("--tile-size", type=int, default=None, help="--like: processing tile edge in pixels (a multiple of 512).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over an unfinished different job.")
+@executor_options
+@click.pass_context
+def rasterize(ctx: click.Context, vectors: tuple[str, ...], output: str, stats: tuple[str, ...], stats_config: str | None, tms: str, zoom: int | None,
+              tile_px: int, like: str | None, id_column: str | None, layer: str | None, parents: bool, min_zoom: int, webtiles: bool,
+              palettes: tuple[str, ...], ranges: tuple[str, ...], resamplings: tuple[str, ...], opaque_zero: bool, overwrite: bool,
+              **kw: Any) -> None:  # fmt: skip
+    """Polygons to raster tiles: per-pixel count, coverage and attribute statistics on a tile matrix set.
+
+    \b
+    tilewise rasterize staged/*.gpkg -o tiles/ --zoom 13 --stat count --stat coverage --parents --webtiles
+    tilewise rasterize lakes.gpkg -o tiles/ --tms WebMercatorQuad --zoom 12 --stat coverage-union --stat Area_start_ha:sum
+    tilewise rasterize polygons.shp -o coverage.tif --like dem.tif --stat coverage
+    """
+    from tilewise.polygons import rasterize_job
+
+    if stats and stats_config:
+        raise UsageError("give --stat or --stats-config, not both", "list the statistics in one place")
+    run = _run_kw(kw)
+    opts = {k: kw.pop(k) for k in ("nodata", "compress", "level", "tile_size")}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    job = rasterize_job(list(vectors), output, stats=list(stats) or ["count", "coverage"], tms=tms, zoom=zoom, tile_px=tile_px, like=like,
+                        id_column=id_column, layer=layer, parents=parents, min_zoom=min_zoom, webtiles=webtiles, palette=list(palettes) or None,
+                        value_range=list(ranges) or None, resampling=list(resamplings) or None, zero_transparent=False if opaque_zero else None,
+                        stats_config=stats_config, **opts, **_executor_kw(kw))  # fmt: skip
+    _run(ctx, job, overwrite, **run)
+
+
+def format_tiles(s: Any, job: Any) -> str:
+    """What a rasterize run onto TMS tiles wrote."""
+    from tilewise.sources.vector import StageReport
+
+    report = s.batch.get("report") or {}
+    lines = []
+    if s.already_complete:
+        lines.append("already complete: nothing to do")
+    else:
+        lines.append(f"{s.tiles_run} tile(s) written, {s.tiles_skipped} already done in {s.wall_s:.1f} s (executor {s.executor}, {s.workers} worker(s))")
+    if report:
+        lines.append(StageReport(**report).describe())
+    per = s.per_output.get("tiles_per_zoom") if isinstance(s.per_output, dict) else None
+    if per:
+        lines.append("tiles per zoom: " + ", ".join(f"z{z}: {n}" for z, n in per.items()))
+    root = Path(job.output_root)
+    lines.append(f"output: {root / 'geotiff'}; summary: {root / 'rasters_summary.csv'}")
+    if job.rasterize.webtiles:
+        lines.append(f"web tiles: {root / 'web_tiles'}; viewer: {root / 'web_tiles' / 'index.html'}")
+    return "\n".join(lines)
 
 
 @cli.command("run")

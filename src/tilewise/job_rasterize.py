@@ -1,0 +1,79 @@
+"""Plan ``tilewise rasterize --like REF.tif``: polygon statistics onto an existing raster's grid, one COG.
+
+The polygons are staged once into the work directory (in the reference's CRS),
+then the ordinary tile engine runs a generating op over the reference grid, so
+overviews, assembly, resume and every executor work as for any other job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tilewise.errors import UsageError
+from tilewise.grid import Grid
+from tilewise.job import ItemPlan, Job, Plan, RasterizeSpec, check_nodata_fits, fingerprint
+from tilewise.manifest import write_json_atomic
+from tilewise.ops.rasterize import LIKE_BLOCK, PixelGrid, RasterizeOp, check_stats, properties_of
+from tilewise.rasterfile import grid_of, open_read
+from tilewise.tiling import Tiling, choose_tile_shape
+
+STAGED = "staged.gpkg"
+STAGED_STAMP = "staged.json"
+
+
+def like_grid(path: str) -> Grid:
+    """The grid of the reference raster (north-up, with a CRS)."""
+    with open_read(path) as ds:
+        grid = grid_of(ds)
+        if ds.crs is None:
+            raise UsageError(f"--like raster {path!r} has no CRS", "give a georeferenced raster")
+    t = grid.transform
+    if t.b != 0 or t.d != 0 or t.e >= 0:
+        raise UsageError(f"--like raster {path!r} is not north-up (rotated or flipped)", f"warp it first: gdalwarp {path} north_up.tif")
+    return grid
+
+
+def plan_rasterize_like(job: Job, spec: RasterizeSpec) -> Plan:
+    """Stage the polygons (once) and plan the tiles of the ``like`` raster's grid."""
+    assert spec.like is not None
+    check_stats(spec.stats)
+    from tilewise.rasterize_run import check_vectors, input_identities
+
+    check_vectors(spec)
+    grid = like_grid(spec.like)
+    identities = [{"vectors": input_identities(spec.vectors), "like": spec.like}]
+    # Tiles are whole numbers of the op's blocks, so each block is computed once.
+    th, tw = choose_tile_shape(grid, job.tile_size, [(LIKE_BLOCK, LIKE_BLOCK)])
+    th = max(LIKE_BLOCK, math.ceil(th / LIKE_BLOCK) * LIKE_BLOCK)
+    tw = max(LIKE_BLOCK, math.ceil(tw / LIKE_BLOCK) * LIKE_BLOCK)
+    tiling = Tiling.for_grid(grid, th, tw, halo=0)
+    items = [ItemPlan(0, Path(job.items[0].output), {}, grid, tiling)]
+    fp = fingerprint(job, identities, items)
+    staged = _stage_once(job, spec, grid, fp)
+    t = grid.transform
+    op = RasterizeOp(spec.stats, str(staged), PixelGrid(t.c, t.f, t.a, -t.e), grid.height, grid.width)
+    nodata = job.output.nodata if job.output.nodata is not None else float("nan")
+    check_nodata_fits(nodata, job.output.dtype)
+    if job.output.dtype not in ("float32", "float64"):
+        raise UsageError(f"--dtype {job.output.dtype} cannot hold coverage fractions and NaN", "rasterize writes float32 (default) or float64")
+    return Plan(job, op, tuple(items), "float64", nodata, fp)
+
+
+def _stage_once(job: Job, spec: RasterizeSpec, grid: Grid, fp: str) -> Path:
+    """Stage into the work directory unless a staging of this very job is there (batch workers plan too)."""
+    from tilewise.sources.vector import stage_vectors
+
+    workdir = job.workdir
+    staged, stamp = workdir / STAGED, workdir / STAGED_STAMP
+    try:
+        if staged.exists() and json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == fp:
+            return staged
+    except (OSError, ValueError):
+        pass
+    workdir.mkdir(parents=True, exist_ok=True)
+    assert grid.crs is not None
+    report, _ = stage_vectors(spec.vectors, staged, crs=grid.crs, id_column=spec.id_column, properties=properties_of(spec.stats), layer=spec.layer)
+    write_json_atomic(stamp, {"fingerprint": fp, "report": report.as_dict(), "line": report.describe()})
+    return staged
