@@ -389,12 +389,12 @@ def test_real_ice_wedge_polygons_staged_match_references(shared_data: Path, tmp_
     assert _check_against_reference(root, geoms, values, 13, 256, [*STATS[:4], "Area:mean"]) == 4
     # Before the float32 output: the coverage of every pixel within 1e-9 of shapely's intersection areas
     from tilewise.ops.rasterize import PixelGrid, compute_stats, parse_stat
-    from tilewise.sources.vector import read_staged
+    from tilewise.sources.vector import Staged
 
     lv = get_tile_set("WorldCRS84Quad").level(13)
     for f in sorted((root / "geotiff" / "WorldCRS84Quad" / "13").rglob("*.tif")):
         x, y = int(f.parent.name), int(f.stem)
-        g, cx, cy, props = read_staged(str(root / ".tilewise" / "staged.gpkg"), lv.tile_bounds(x, y), 0)
+        g, cx, cy, props = Staged(root / ".tilewise" / "staged").in_tile(y * lv.cols + x)
         got = compute_stats([parse_stat("coverage")], g, cx, cy, props, PixelGrid(lv.left, lv.top, lv.xres, lv.yres), lv.tile_window(x, y))
         ref = reference(geoms, values, lv.tile_grid(x, y, "OGC:CRS84").transform, 256)["coverage"]
         assert np.abs(got[0] - ref).max() <= 1e-9, f
@@ -446,3 +446,16 @@ def test_job_file_runs_a_rasterize_job(tmp_path: Path, capsys: pytest.CaptureFix
         assert ds.descriptions == ("count", "cov") and ds.read(1).sum() == 40
     rc, out, _ = cli(capsys, "status", str(tmp_path / "o"))
     assert rc == 0 and "complete" in out
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("engine", ["dask", "parsl"])
+def test_cluster_engines_give_the_serial_bytes(tmp_path: Path, engine: str) -> None:
+    pytest.importorskip("distributed" if engine == "dask" else "parsl")
+    src = _write_layer(tmp_path / "p.gpkg", _polygons(300, 13, spread=0.05))
+    kw = dict(zoom=12, tile_px=64, stats=["count", "coverage"], parents=True, min_zoom=9)
+    rasterize([str(src)], str(tmp_path / "serial"), executor="serial", **kw)
+    rasterize([str(src)], str(tmp_path / engine), executor=engine, workers=2, tiles_per_task=2, **kw)
+    a, b = _tile_arrays(tmp_path / "serial"), _tile_arrays(tmp_path / engine)
+    assert a.keys() == b.keys() and len(a) > 8
+    assert all(np.array_equal(a[k], b[k]) for k in a)

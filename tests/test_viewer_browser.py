@@ -159,3 +159,29 @@ def test_viewer_draws_the_tiles(tms_name: str, tmp_path: Path, serve: functools.
     centre = ((cols.max() + cols.min()) / 2, (rows.max() + rows.min()) / 2)
     assert abs(centre[0] - WIDTH / 2) <= 3 and abs(centre[1] - HEIGHT / 2) <= 3, f"red box centred at {centre}, not the view's centre"
     assert red.sum() >= 0.97 * got_w * got_h  # solid, not a few scattered pixels
+
+
+def test_rasterize_webtiles_render_in_the_browser(tmp_path: Path, serve: functools.partial[tuple[str, list[tuple[str, int]]]]) -> None:
+    """The viewer that `tilewise rasterize --webtiles` writes shows the coverage layer over the polygons."""
+    import geopandas as gpd
+    import shapely
+
+    from tilewise.polygons import rasterize
+
+    browser = _browser()
+    if leaflet_dir() is None:
+        _cannot("Leaflet was not fetched by the set-up (run scripts/fetch_leaflet.py with network access)")
+    rng = np.random.default_rng(0)
+    polys = [shapely.box(x, y, x + 0.002, y + 0.001) for x, y in zip(rng.uniform(-148.84, -148.80, 300), rng.uniform(70.01, 70.04, 300), strict=True)]
+    src = tmp_path / "p.gpkg"
+    gpd.GeoDataFrame(geometry=polys, crs="OGC:CRS84").to_file(src)
+    root = tmp_path / "out"
+    rasterize([str(src)], str(root), zoom=12, stats=["coverage"], parents=True, min_zoom=8, webtiles=True, palette="#ff0000,#ff0000", executor="serial")
+    url, log = serve(root / "web_tiles")
+    shot = tmp_path / "shot.png"
+    _screenshot(browser, url + "index.html", shot, tmp_path / "profile")
+    assert any(path.startswith("/coverage/WorldCRS84Quad/12/") and code == 200 for path, code in log), log
+    with Image.open(shot) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)
+    assert red.sum() > 2000, f"only {red.sum()} layer pixels in the screenshot"

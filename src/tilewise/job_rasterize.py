@@ -19,7 +19,7 @@ from tilewise.ops.rasterize import LIKE_BLOCK, PixelGrid, RasterizeOp, check_sta
 from tilewise.rasterfile import grid_of, open_read
 from tilewise.tiling import Tiling, choose_tile_shape
 
-STAGED = "staged.gpkg"
+STAGED = "staged"
 STAGED_STAMP = "staged.json"
 
 

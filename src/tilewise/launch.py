@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tilewise import slurm
 from tilewise.errors import OutputError, RunFailedError, UsageError
@@ -51,7 +52,6 @@ from tilewise.runner import (
     raise_if_failed,
 )
 from tilewise.status import describe_failure, load_job_at
-from tilewise.task import Task
 
 PARTS_FILE = "parts.json"
 BATCH_DIR = "batch"
@@ -82,7 +82,7 @@ def split(keys: list[str], n: int) -> list[list[str]]:
     return out
 
 
-def default_parts(opts: ExecutorOptions, tasks: list[Task]) -> int:
+def default_parts(opts: ExecutorOptions, tasks: list[Any]) -> int:
     """How many parts to cut ``tasks`` into when ``--parts`` is not given."""
     if opts.parts:
         return max(1, min(opts.parts, len(tasks)))
@@ -111,22 +111,111 @@ def _load_parts(workdir: Path, fingerprint: str) -> list[list[str]] | None:
     return parts if isinstance(parts, list) else None
 
 
-def _saved_job(workdir: Path) -> tuple[Job, Plan]:
+def _saved_job(workdir: Path) -> tuple[Job, BatchWork]:
     job, saved = load_job_at(workdir)
-    plan = plan_job(job)
-    if plan.fingerprint != saved.get("fingerprint"):
-        raise OutputError(f"the inputs of the job in {str(workdir)!r} changed since it was submitted (fingerprint now {plan.fingerprint})",
+    work = work_for(job)
+    if work.fingerprint != saved.get("fingerprint"):
+        raise OutputError(f"the inputs of the job in {str(workdir)!r} changed since it was submitted (fingerprint now {work.fingerprint})",
                           "rerun the original command with --overwrite to start over")  # fmt: skip
-    return job, plan
+    return job, work
 
 
-def _missing_parts(parts: list[list[str]], latest: dict[str, dict[str, Any]], items_done: set[int]) -> list[int]:
-    """1-based numbers of the parts with a tile not yet recorded."""
-    return [i for i, keys in enumerate(parts, 1) if any(int(k.split("/")[0]) not in items_done and not _tile_done(latest.get(k)) for k in keys)]
+def _missing_parts(parts: list[list[str]], done: Callable[[str], bool]) -> list[int]:
+    """1-based numbers of the parts with a task not yet recorded."""
+    return [i for i, keys in enumerate(parts, 1) if not all(done(k) for k in keys)]
 
 
 def _items_done(plan: Plan, latest: dict[str, dict[str, Any]]) -> set[int]:
     return {it.index for it in plan.items if output_done(latest.get(_out_key(it.index)), it.output)}
+
+
+class BatchWork(Protocol):
+    """What the batch launchers need to know about a job: its parallel tasks, what is done, how to finish.
+
+    :class:`RasterWork` is a job with raster outputs assembled from tiles;
+    :class:`tilewise.rasterize_batch.TileSetWork` is a rasterize job onto TMS tiles.
+    """
+
+    job: Job
+    fingerprint: str
+
+    def prepare(self, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
+        """Check and record the job in its work directory (the submitter holds the lock); return the manifest's state."""
+        ...
+
+    def tasks(self, workdir: Path) -> list[Any]:
+        """Every task of the parallel phase, in a stable order (each has ``key``, ``pixels`` and ``run()``)."""
+        ...
+
+    def is_done(self, latest: dict[str, dict[str, Any]]) -> Callable[[str], bool]:
+        """A test of whether the task with a key needs no run."""
+        ...
+
+    def complete(self, latest: dict[str, dict[str, Any]]) -> bool:
+        """Whether the outputs are written."""
+        ...
+
+    def resources(self, opts: ExecutorOptions, pixels: int) -> Any:
+        """Cluster resources for a batch job processing ``pixels``, the options' own values kept."""
+        ...
+
+    def fill(self, summary: RunSummary, latest: dict[str, dict[str, Any]]) -> None:
+        """Fill the summary's statistics from the records."""
+        ...
+
+    def write_outputs(self, workdir: Path, manifest: Manifest, latest: dict[str, dict[str, Any]], executor: Executor, emit: ProgressFn) -> RunSummary:
+        """Write the outputs once every task is recorded, in this process (which holds the lock)."""
+        ...
+
+    def finish(self, executor: Executor, emit: ProgressFn) -> RunSummary:
+        """Write the outputs in a fresh process (the finishing job), taking the lock."""
+        ...
+
+
+class RasterWork:
+    """A job whose outputs are rasters assembled from its tiles."""
+
+    def __init__(self, job: Job, plan: Plan) -> None:
+        self.job, self.plan, self.fingerprint = job, plan, plan.fingerprint
+
+    def prepare(self, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
+        state = _prepare_workdir(self.job, self.plan, workdir, manifest, overwrite)
+        items_done = _items_done(self.plan, state)
+        _make_dirs(workdir, [it for it in self.plan.items if it.index not in items_done])
+        return state
+
+    def tasks(self, workdir: Path) -> list[Any]:
+        return list(_make_tasks(self.plan, workdir))
+
+    def is_done(self, latest: dict[str, dict[str, Any]]) -> Callable[[str], bool]:
+        items_done = _items_done(self.plan, latest)
+        return lambda k: int(k.split("/")[0]) in items_done or _tile_done(latest.get(k))
+
+    def complete(self, latest: dict[str, dict[str, Any]]) -> bool:
+        return len(_items_done(self.plan, latest)) == len(self.plan.items)
+
+    def resources(self, opts: ExecutorOptions, pixels: int) -> Any:
+        return estimate(self.plan, opts, pixels)
+
+    def fill(self, summary: RunSummary, latest: dict[str, dict[str, Any]]) -> None:
+        _fill_stats(summary, self.plan, {k: v for k, v in latest.items() if v.get("kind") == "tile"})
+
+    def write_outputs(self, workdir: Path, manifest: Manifest, latest: dict[str, dict[str, Any]], executor: Executor, emit: ProgressFn) -> RunSummary:
+        return _run(self.job, self.plan, workdir, manifest, latest, executor, emit)
+
+    def finish(self, executor: Executor, emit: ProgressFn) -> RunSummary:
+        from tilewise.runner import run_job
+
+        return run_job(self.job, progress=emit, executor=executor)
+
+
+def work_for(job: Job) -> BatchWork:
+    """The batch view of a job (checks its inputs: a rasterize job's layers, a raster job's plan)."""
+    if job.rasterize is not None and job.rasterize.like is None:
+        from tilewise.rasterize_batch import TileSetWork
+
+        return TileSetWork(job)
+    return RasterWork(job, plan_job(job))
 
 
 # ---------------------------------------------------------------- submission records
@@ -169,12 +258,13 @@ def active_jobs(workdir: Path) -> dict[str, str]:
     return slurm.active(_slurm_ids(subs[-1]))
 
 
-def part_report(workdir: Path, plan: Plan, latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def part_report(workdir: Path, work: BatchWork, latest: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """For each part with missing tiles: its number, the batch job that last ran it and how that ended."""
-    parts = _load_parts(workdir, plan.fingerprint)
+    parts = _load_parts(workdir, work.fingerprint)
     if parts is None:
         return []
-    missing = _missing_parts(parts, latest, _items_done(plan, latest))
+    done = work.is_done(latest)
+    missing = _missing_parts(parts, done)
     subs = submissions(workdir)
     sub = subs[-1] if subs else {}
     known: dict[str, slurm.JobState] = slurm.states(sub["array_job"]) if sub.get("system") == "slurm" and sub.get("array_job") else {}
@@ -182,8 +272,7 @@ def part_report(workdir: Path, plan: Plan, latest: dict[str, dict[str, Any]]) ->
     out = []
     for p in missing:
         keys = parts[p - 1]
-        done = sum(_tile_done(latest.get(k)) for k in keys)
-        entry: dict[str, Any] = {"part": p, "parts": len(parts), "tiles": len(keys), "tiles_done": done, "state": "not run", "job": ""}
+        entry: dict[str, Any] = {"part": p, "parts": len(parts), "tiles": len(keys), "tiles_done": sum(done(k) for k in keys), "state": "not run", "job": ""}
         if sub.get("system") == "slurm" and p in sub.get("parts", []):
             jid = f"{sub['array_job']}_{p}"
             entry["job"] = jid
@@ -220,9 +309,14 @@ def launch_job(job: Job, *, overwrite: bool, emit: ProgressFn, dry_run: bool, wa
     """
     t0 = time.perf_counter()
     opts = job.executor
-    plan = plan_job(job)
-    _check_output_paths(job, plan)
-    check_unowned_outputs(job, plan, overwrite)
+    plan: Plan | None = None
+    if job.rasterize is not None and job.rasterize.like is None:
+        work = work_for(job)
+    else:
+        plan = plan_job(job)
+        _check_output_paths(job, plan)
+        check_unowned_outputs(job, plan, overwrite)
+        work = RasterWork(job, plan)
     if opts.name == "slurm" and not dry_run:
         slurm.require("sbatch")  # before anything is written
     workdir = job.workdir
@@ -235,38 +329,39 @@ def launch_job(job: Job, *, overwrite: bool, emit: ProgressFn, dry_run: bool, wa
     lock.acquire()
     manifest = Manifest(workdir)
     try:
-        state = _prepare_workdir(job, plan, workdir, manifest, overwrite)
+        state = work.prepare(workdir, manifest, overwrite)
         if overwrite:
             shutil.rmtree(workdir / BATCH_DIR, ignore_errors=True)
-        tasks = _make_tasks(plan, workdir)
-        items_done = _items_done(plan, state)
-        summary = RunSummary(outputs=[str(it.output) for it in plan.items], tiles_total=len(tasks), tiles_run=0, tiles_skipped=0, failed={},
-                             pixels=0, valid=0, minimum=None, maximum=None, mean=None, wall_s=0.0, workdir=str(workdir),
+        tasks = work.tasks(workdir)
+        summary = RunSummary(outputs=[job.output_root] if plan is None else [str(it.output) for it in plan.items], tiles_total=len(tasks), tiles_run=0,
+                             tiles_skipped=0, failed={}, pixels=0, valid=0, minimum=None, maximum=None, mean=None, wall_s=0.0, workdir=str(workdir),
                              executor=opts.name)  # fmt: skip
-        if len(items_done) == len(plan.items):
+        if work.complete(state):
             summary.already_complete = True
-            _fill_stats(summary, plan, {k: v for k, v in state.items() if v.get("kind") == "tile"})
+            work.fill(summary, state)
             emit(Event("done", len(tasks), len(tasks), "already complete"))
             return summary
-        _make_dirs(workdir, [it for it in plan.items if it.index not in items_done])
         (workdir / BATCH_DIR).mkdir(exist_ok=True)
-        parts = _load_parts(workdir, plan.fingerprint)
+        parts = _load_parts(workdir, work.fingerprint)
         if parts is None:
             parts = split([t.key for t in tasks], default_parts(opts, tasks))
-            write_json_atomic(workdir / PARTS_FILE, {"fingerprint": plan.fingerprint, "parts": parts})
-        missing = _missing_parts(parts, state, items_done)
-        summary.tiles_skipped = sum(_tile_done(state.get(t.key)) or t.item in items_done for t in tasks)
+            write_json_atomic(workdir / PARTS_FILE, {"fingerprint": work.fingerprint, "parts": parts})
+        done = work.is_done(state)
+        missing = _missing_parts(parts, done)
+        summary.tiles_skipped = sum(done(t.key) for t in tasks)
         if opts.name == "slurm":
-            _launch_slurm(job, plan, workdir, parts, missing, {t.key: t for t in tasks}, dry_run, summary, emit)
+            _launch_slurm(job, work, workdir, parts, missing, {t.key: t for t in tasks}, dry_run, summary, emit)
         else:
-            _launch_parallel(job, plan, workdir, manifest, parts, missing, dry_run, summary, emit)
+            _launch_parallel(job, work, workdir, manifest, parts, missing, dry_run, summary, emit)
     except DiskFullError as exc:
+        if plan is None:
+            raise
         raise _with_space_needed(exc, job, plan) from None
     finally:
         manifest.close()
         lock.release()
     if opts.name == "slurm" and not dry_run and wait:
-        _follow_slurm(job, plan, workdir, summary, emit)
+        _follow_slurm(job, work, workdir, summary, emit)
     summary.wall_s = time.perf_counter() - t0
     raise_if_failed(summary, job)
     return summary
@@ -286,14 +381,14 @@ def _env_lines(res: Any) -> list[str]:
     return [f"module load {m}" for m in res.modules] + list(res.setup)
 
 
-def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], run: list[int], tasks: dict[str, Task]) -> tuple[str, str]:
+def slurm_scripts(job: Job, work: BatchWork, workdir: Path, parts: list[list[str]], run: list[int], tasks: dict[str, Any]) -> tuple[str, str]:
     """The array script (one element per part in ``run``) and the finishing script, as text; ``tasks`` by key."""
     opts = job.executor
     px = max((sum(tasks[k].pixels for k in parts[p - 1]) for p in run), default=0)
-    res = estimate(plan, opts, px)
-    name = f"tilewise-{plan.fingerprint[:8]}"
+    res = work.resources(opts, px)
+    name = f"tilewise-{work.fingerprint[:8]}"
     logs = workdir.resolve() / BATCH_DIR
-    head = ["#!/bin/bash", f"# tilewise {job.command} job {plan.fingerprint}: {len(parts)} parts; written by tilewise, resubmitted by 'tilewise resume'"]
+    head = ["#!/bin/bash", f"# tilewise {job.command} job {work.fingerprint}: {len(parts)} parts; written by tilewise, resubmitted by 'tilewise resume'"]
     cwd = f"#SBATCH --chdir={Path.cwd()}"  # the job's relative paths are relative to where it was submitted
     array = [*head, f"#SBATCH --job-name={name}", cwd, f"#SBATCH --output={logs}/slurm-%A_%a.log", f"#SBATCH --array={slurm.array_spec(run, opts.max_running)}",
              *_sbatch_lines(opts, res), "", *_env_lines(res),
@@ -301,17 +396,17 @@ def slurm_scripts(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], r
     # The finishing job assembles the outputs: one node, the same cores, time for the COG write.
     # The COG encode is multi-threaded: the finishing job asks for the cores of up to 8 parts.
     fcpus = min(8, len(run) or 1) * (res.cpus_per_task or 1)
-    fres = estimate(plan, opts.model_copy(update={"resources": opts.resources.model_copy(update={"cpus_per_task": fcpus})}),
-                    sum(t.pixels for t in tasks.values()))  # fmt: skip
+    fres = work.resources(opts.model_copy(update={"resources": opts.resources.model_copy(update={"cpus_per_task": fcpus})}),
+                          sum(t.pixels for t in tasks.values()))  # fmt: skip
     finish = [*head, f"#SBATCH --job-name={name}-finish", cwd, f"#SBATCH --output={logs}/slurm-finish-%j.log",
               *_sbatch_lines(opts, fres), "", *_env_lines(res),
               f"exec {python_command()} worker {shlex.quote(str(workdir))} --finish", ""]  # fmt: skip
     return "\n".join(array), "\n".join(finish)
 
 
-def _launch_slurm(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], missing: list[int], tasks: dict[str, Task], dry_run: bool,
+def _launch_slurm(job: Job, work: BatchWork, workdir: Path, parts: list[list[str]], missing: list[int], tasks: dict[str, Any], dry_run: bool,
                   summary: RunSummary, emit: ProgressFn) -> None:  # fmt: skip
-    array_txt, finish_txt = slurm_scripts(job, plan, workdir, parts, missing, tasks)
+    array_txt, finish_txt = slurm_scripts(job, work, workdir, parts, missing, tasks)
     k = len(submissions(workdir)) + 1
     array_path, finish_path = workdir / BATCH_DIR / f"array-{k}.sbatch", workdir / BATCH_DIR / f"finish-{k}.sbatch"
     if missing:
@@ -336,7 +431,7 @@ def _launch_slurm(job: Job, plan: Plan, workdir: Path, parts: list[list[str]], m
                f"submitted SLURM {what}; safe to log out: 'tilewise status {job.output_root}' shows progress"))  # fmt: skip
 
 
-def _follow_slurm(job: Job, plan: Plan, workdir: Path, summary: RunSummary, emit: ProgressFn) -> None:
+def _follow_slurm(job: Job, work: BatchWork, workdir: Path, summary: RunSummary, emit: ProgressFn) -> None:
     """Follow the submitted jobs through the manifest until none is left in SLURM's queue."""
     ids = [j for j in (summary.batch.get("array_job"), summary.batch.get("finish_job")) if j]
     manifest = Manifest(workdir)
@@ -351,19 +446,19 @@ def _follow_slurm(job: Job, plan: Plan, workdir: Path, summary: RunSummary, emit
         if not alive:
             break
         time.sleep(POLL_S)
-    _conclude(job, plan, workdir, manifest.latest(), summary, emit)
+    _conclude(job, work, workdir, manifest.latest(), summary, emit)
 
 
-def _conclude(job: Job, plan: Plan, workdir: Path, latest: dict[str, dict[str, Any]], summary: RunSummary, emit: ProgressFn) -> None:
+def _conclude(job: Job, work: BatchWork, workdir: Path, latest: dict[str, dict[str, Any]], summary: RunSummary, emit: ProgressFn) -> None:
     """Fill the summary from the manifest after the batch jobs ended; name the parts that did not finish."""
     summary.pending = False
     records = {k: v for k, v in latest.items() if v.get("kind") == "tile"}
     summary.tiles_run = len(records) - summary.tiles_skipped
-    _fill_stats(summary, plan, records)
-    if all(output_done(latest.get(_out_key(it.index)), it.output) for it in plan.items):
+    work.fill(summary, latest)
+    if work.complete(latest):
         emit(Event("done", summary.tiles_total, summary.tiles_total, "finished"))
         return
-    report = part_report(workdir, plan, latest)
+    report = part_report(workdir, work, latest)
     failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     if report:
         lines = "; ".join(describe_part(e) for e in report[:5]) + (f"; and {len(report) - 5} more" if len(report) > 5 else "")
@@ -383,7 +478,7 @@ def parallel_command(workdir: Path, tasks_file: Path, slots: int) -> list[str]:
     return ["parallel", "--joblog", str(workdir / BATCH_DIR / "parallel.joblog"), "--resume-failed", "-j", str(slots), "::::", str(tasks_file)]
 
 
-def _launch_parallel(job: Job, plan: Plan, workdir: Path, manifest: Manifest, parts: list[list[str]], missing: list[int], dry_run: bool,
+def _launch_parallel(job: Job, work: BatchWork, workdir: Path, manifest: Manifest, parts: list[list[str]], missing: list[int], dry_run: bool,
                      summary: RunSummary, emit: ProgressFn) -> None:  # fmt: skip
     opts = job.executor
     slots = _slots(opts)
@@ -419,9 +514,9 @@ def _launch_parallel(job: Job, plan: Plan, workdir: Path, manifest: Manifest, pa
             proc.wait()
             raise
     latest = manifest.latest()
-    still = _missing_parts(parts, latest, _items_done(plan, latest))
+    still = _missing_parts(parts, work.is_done(latest))
     if still:
-        report = part_report(workdir, plan, latest)
+        report = part_report(workdir, work, latest)
         failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
         first = f" (first failed tile {next(iter(failed))}: {next(iter(failed.values()))})" if failed else ""
         raise RunFailedError(f"{len(report)} of {len(parts)} GNU parallel parts did not finish{first}: "
@@ -430,14 +525,14 @@ def _launch_parallel(job: Job, plan: Plan, workdir: Path, manifest: Manifest, pa
     # Every tile is recorded: write the outputs here, under the lock this process holds.
     executor = _local_executor(slots, opts.retries)
     try:
-        done = _run(job, plan, workdir, manifest, latest, executor, emit)
+        done = work.write_outputs(workdir, manifest, latest, executor, emit)
     finally:
         executor.close()
     summary.pending = False
     summary.tiles_run = sum(1 for r in latest.values() if r.get("kind") == "tile") - summary.tiles_skipped
     summary.failed.update(done.failed)
     summary.pixels, summary.valid, summary.minimum, summary.maximum, summary.mean = done.pixels, done.valid, done.minimum, done.maximum, done.mean
-    summary.per_output, summary.workers = done.per_output, slots
+    summary.per_output, summary.workers, summary.batch["report"] = done.per_output, slots, done.batch.get("report", {})
 
 
 # ---------------------------------------------------------------- the worker side
@@ -468,8 +563,8 @@ def run_part(workdir: Path, part: int, n: int, emit: ProgressFn | None = None) -
     """
     t0 = time.perf_counter()
     emit = emit or (lambda e: None)
-    job, plan = _saved_job(workdir)
-    parts = _load_parts(workdir, plan.fingerprint)
+    job, work = _saved_job(workdir)
+    parts = _load_parts(workdir, work.fingerprint)
     if parts is None:
         raise UsageError(f"the job in {str(workdir)!r} has not been cut into parts", "start it with --executor slurm or gnu-parallel")
     if n != len(parts) or not 1 <= part <= n:
@@ -479,9 +574,9 @@ def run_part(workdir: Path, part: int, n: int, emit: ProgressFn | None = None) -
     writer = f"part{part}-{jobid}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}" if jobid else f"part{part}-{os.getpid()}"
     manifest = Manifest(workdir, writer=writer)
     latest = manifest.latest()
-    items_done = _items_done(plan, latest)
+    done = work.is_done(latest)
     mine = set(parts[part - 1])
-    todo = [t for t in _make_tasks(plan, workdir) if t.key in mine and t.item not in items_done and not _tile_done(latest.get(t.key))]
+    todo = [t for t in work.tasks(workdir) if t.key in mine and not done(t.key)]
     phase = _Phase(len(parts[part - 1]) - len(todo), len(parts[part - 1]))
     summary = RunSummary(outputs=[], tiles_total=phase.total, tiles_run=0, tiles_skipped=phase.done, failed={}, pixels=0, valid=0, minimum=None,
                          maximum=None, mean=None, wall_s=0.0, workdir=str(workdir), executor=job.executor.name)  # fmt: skip
@@ -509,7 +604,7 @@ def run_part(workdir: Path, part: int, n: int, emit: ProgressFn | None = None) -
         executor.close()
         manifest.close()
     summary.tiles_run = phase.ran
-    _fill_stats(summary, plan, records)
+    work.fill(summary, records)
     summary.wall_s = time.perf_counter() - t0
     raise_if_failed(summary, job)
     emit(Event("done", phase.done, phase.total, "part finished"))
@@ -524,20 +619,18 @@ def finish(workdir: Path, emit: ProgressFn | None = None) -> RunSummary:
     RunFailedError
         Parts are missing tiles; the message names them and how they ended.
     """
-    from tilewise.runner import run_job
-
     emit = emit or (lambda e: None)
-    job, plan = _saved_job(workdir)
-    if _load_parts(workdir, plan.fingerprint) is None:
+    job, work = _saved_job(workdir)
+    if _load_parts(workdir, work.fingerprint) is None:
         raise UsageError(f"the job in {str(workdir)!r} has not been cut into parts", "start it with --executor slurm or gnu-parallel")
     latest = Manifest(workdir).latest()
-    report = part_report(workdir, plan, latest)
+    report = part_report(workdir, work, latest)
     if report:
         lines = "; ".join(describe_part(e) for e in report[:5])
         raise RunFailedError(f"{len(report)} part(s) did not finish, so the outputs are not written: {lines}",
                              f"'tilewise resume {job.output_root}' resubmits only those parts")  # fmt: skip
     executor = _local_executor(_cpus(job), job.executor.retries)
     try:
-        return run_job(job, progress=emit, executor=executor)
+        return work.finish(executor, emit)
     finally:
         executor.close()

@@ -46,7 +46,7 @@ GEOTIFF_DIR = "geotiff"
 WEB_DIR = "web_tiles"
 SUMMARY_CSV = "rasters_summary.csv"
 RECORD = "job_record.json"
-STAGED = "staged.gpkg"
+STAGED = "staged"
 
 
 def folder_name(stat: str) -> str:
@@ -133,11 +133,11 @@ class TileTask:
     def run(self) -> dict[str, Any]:
         import shapely
 
-        from tilewise.sources.vector import read_staged
+        from tilewise.sources.vector import Staged
 
         t0 = time.perf_counter()
         bounds = self.level.tile_bounds(self.x, self.y)
-        geoms, cx, cy, props = read_staged(self.staged, bounds, len(properties_of(self.stats)))
+        geoms, cx, cy, props = Staged(self.staged).in_tile(self.y * self.level.cols + self.x)
         if len(geoms):
             # Features whose box meets the tile may still miss it (or only touch its edge).
             box = shapely.box(*bounds)
@@ -305,10 +305,10 @@ def run_rasterize(job: Job, *, overwrite: bool = False, progress: ProgressFn | N
     assert spec is not None
     ts = validate_spec(spec)
     check_vectors(spec)
-    if executor is None and job.executor.name in DETACHED:
-        raise UsageError(f"tilewise rasterize does not run on --executor {job.executor.name} yet",
-                         "use processes, threads, serial, dask or parsl; on a SLURM cluster: --executor dask --dask-cluster slurm "
-                         "or --executor parsl --parsl-provider slurm")  # fmt: skip
+    if executor is None and job.executor.name in DETACHED:  # callers come through run_job, which launches those
+        from tilewise.launch import launch_job
+
+        return launch_job(job, overwrite=overwrite, emit=emit, dry_run=False, wait=True)
     root = Path(job.output_root)
     fp = fingerprint(job)
     try:
@@ -376,8 +376,7 @@ def _clear(root: Path, workdir: Path) -> None:
     for f in (SUMMARY_CSV, RECORD):
         (root / f).unlink(missing_ok=True)
     for name in ("manifest", STAGED):
-        p = workdir / name
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        shutil.rmtree(workdir / name, ignore_errors=True)
     (workdir / "job.json").unlink(missing_ok=True)
 
 
@@ -393,7 +392,7 @@ def _run(job: Job, spec: RasterizeSpec, ts: TileSet, root: Path, workdir: Path, 
         summary.batch = {"report": saved.get("stage", {}).get("report", {})}
         emit(Event("done", 1, 1, "already complete"))
         return summary
-    stage = _stage(spec, ts, workdir, manifest, st, emit)
+    stage = _stage(spec, ts, workdir, manifest, st, emit, executor)
     summary.batch = {"report": stage["report"]}
     enc = Encoding(job.output.nodata if job.output.nodata is not None else float("nan"), job.output.compress, job.output.level, job.output.predictor)
     crs = ts.crs
@@ -443,9 +442,10 @@ def _run(job: Job, spec: RasterizeSpec, ts: TileSet, root: Path, workdir: Path, 
     return summary
 
 
-def _stage(spec: RasterizeSpec, ts: TileSet, workdir: Path, manifest: Manifest, st: _State, emit: ProgressFn) -> dict[str, Any]:
-    """Stage the polygons (once per job: recorded in the manifest) and list the tiles they touch at the zoom."""
-    from tilewise.sources.vector import stage_vectors
+def _stage(spec: RasterizeSpec, ts: TileSet, workdir: Path, manifest: Manifest, st: _State, emit: ProgressFn,
+           executor: Executor | None = None) -> dict[str, Any]:  # fmt: skip
+    """Stage the polygons (once per job: recorded in the manifest; chunks on the executor) and list the tiles they touch at the zoom."""
+    from tilewise.sources.vector import Staged, stage_vectors
 
     rec = st.records.get("stage")
     if rec is not None and (workdir / STAGED).exists():
@@ -453,10 +453,13 @@ def _stage(spec: RasterizeSpec, ts: TileSet, workdir: Path, manifest: Manifest, 
     assert spec.zoom is not None
     emit(Event("phase", 0, 0, f"staging {len(spec.vectors)} vector input(s) into {ts.id}"))
     report, bounds = stage_vectors(spec.vectors, workdir / STAGED, crs=ts.crs, id_column=spec.id_column, properties=properties_of(spec.stats),
-                                   layer=spec.layer)  # fmt: skip
+                                   layer=spec.layer, map_fn=executor.map_unordered if executor is not None else None)  # fmt: skip
     lv = ts.level(spec.zoom, spec.tile_px)
-    _, tx, ty = touched_tiles(lv, bounds)
-    tiles = sorted({(int(x), int(y)) for x, y in zip(tx, ty, strict=True)})
+    feature, tx, ty = touched_tiles(lv, bounds)
+    tile_ids = ty * lv.cols + tx
+    Staged(workdir / STAGED).write_tile_index(tile_ids, feature)
+    keys = np.unique(tile_ids)
+    tiles = [(int(k % lv.cols), int(k // lv.cols)) for k in keys]
     rec = {"kind": "stage", "key": "stage", "report": report.as_dict(), "report_line": report.describe(), "tiles": tiles}
     manifest.write(rec)
     st.records["stage"] = rec

@@ -49,6 +49,11 @@ def estimate(plan: Plan, opts: ExecutorOptions, pixels_per_job: int, cpus: int |
     cpus
         Cores per batch job when ``opts`` does not say.
     """
+    return estimate_from(opts, pixels_per_job, tile_bytes(plan), cpus)
+
+
+def estimate_from(opts: ExecutorOptions, pixels_per_job: int, bytes_per_tile: int, cpus: int | None = None) -> ClusterResources:
+    """:func:`estimate` from the bytes a worker holds for one tile, for jobs without a raster plan (rasterize onto TMS tiles)."""
     res = opts.resources
     n_cpu = res.cpus_per_task or cpus or 1
     update: dict[str, object] = {}
@@ -56,7 +61,7 @@ def estimate(plan: Plan, opts: ExecutorOptions, pixels_per_job: int, cpus: int |
         update["cpus_per_task"] = n_cpu
     if res.mem is None and res.mem_per_cpu is None:
         # Two tiles per worker in flight, plus the interpreter and GDAL's block cache.
-        mib = math.ceil((2 * tile_bytes(plan) + 512 * 2**20) / 2**20)
+        mib = math.ceil((2 * bytes_per_tile + 512 * 2**20) / 2**20)
         update["mem_per_cpu"] = f"{max(MIN_MEM_MIB, 256 * math.ceil(mib / 256))}M"
     if res.time is None:
         minutes = 3 * pixels_per_job / (SAFE_MPIX_PER_S * 1e6 * n_cpu) / 60

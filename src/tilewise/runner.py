@@ -111,14 +111,14 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     """
     t0 = time.perf_counter()
     emit = progress or (lambda e: None)
-    if job.rasterize is not None and job.rasterize.like is None:
-        from tilewise.rasterize_run import run_rasterize  # TMS tiles: a layout of many files, run by its own coordinator
-
-        return run_rasterize(job, overwrite=overwrite, progress=progress, executor=executor)
     if executor is None and job.executor.name in DETACHED:
         from tilewise.launch import launch_job  # the batch launchers sit above the runner
 
         return launch_job(job, overwrite=overwrite, emit=emit, dry_run=dry_run, wait=wait)
+    if job.rasterize is not None and job.rasterize.like is None:
+        from tilewise.rasterize_run import run_rasterize  # TMS tiles: a layout of many files, run by its own coordinator
+
+        return run_rasterize(job, overwrite=overwrite, progress=progress, executor=executor)
     plan = plan_job(job)
     _check_output_paths(job, plan)
     workdir = job.workdir

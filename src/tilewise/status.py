@@ -109,9 +109,7 @@ def _batch(wd: Path, saved: dict[str, Any], latest: dict[str, dict[str, Any]], c
     if not complete:
         try:
             job = Job.model_validate(saved["job"])
-            from tilewise.job import plan_job
-
-            out["unfinished"] = launch.part_report(wd, plan_job(job), latest)
+            out["unfinished"] = launch.part_report(wd, launch.work_for(job), latest)
         except Exception as exc:  # inputs gone or changed: still show the rest
             out["error"] = f"{type(exc).__name__}: {exc}"
     return out

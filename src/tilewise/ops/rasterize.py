@@ -267,16 +267,17 @@ class RasterizeOp:
 
     def generate(self, row_off: int, col_off: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """The stats of one window of the grid: float64 (stats, h, w) and its validity."""
-        from tilewise.sources.vector import read_staged
+        from tilewise.sources.vector import Staged
 
         g = self.grid
+        staged = Staged(self.staged)
         out = np.empty((len(self.stats), height, width), dtype=np.float64)
         b = LIKE_BLOCK
         for br in range(row_off // b * b, row_off + height, b):
             for bc in range(col_off // b * b, col_off + width, b):
                 bh, bw = min(b, self.height - br), min(b, self.width - bc)
                 bounds = (g.left + bc * g.xres, g.top - (br + bh) * g.yres, g.left + (bc + bw) * g.xres, g.top - br * g.yres)
-                geoms, cx, cy, props = read_staged(self.staged, bounds, len(properties_of(self.stats)))
+                geoms, cx, cy, props = staged.in_bounds(bounds)
                 block = compute_stats(self.stats, geoms, cx, cy, props, g, (br, bc, bh, bw))
                 r0, c0 = max(br, row_off), max(bc, col_off)
                 r1, c1 = min(br + bh, row_off + height), min(bc + bw, col_off + width)

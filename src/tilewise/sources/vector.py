@@ -13,20 +13,22 @@ the :class:`StageReport`: kept, duplicate, repaired, or skipped with a reason.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tilewise.errors import InputError, UsageError
+from tilewise.errors import InputError, TilewiseError, UsageError
 
 VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite", ".parquet", ".geoparquet")
 PARQUET_SUFFIXES = (".parquet", ".geoparquet")
 DEFAULT_ID_COLUMN = "staging_identifier"
-STAGED_LAYER = "staged"
 CHUNK = 100_000
 POLYGONAL = ("Polygon", "MultiPolygon")
 
@@ -54,6 +56,16 @@ class StageReport:
         if self.skipped_examples:
             text += f" (e.g. {self.skipped_examples[0]})"
         return text
+
+
+MapFn = Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[tuple[int, Any]]]
+
+
+def _guard(fn: Callable[[Any], Any], arg: Any) -> Any:
+    try:
+        return fn(arg)
+    except Exception as exc:
+        return exc
 
 
 def expand_inputs(paths: Sequence[str]) -> list[str]:
@@ -130,34 +142,87 @@ def layer_info(path: str, layer: str | None = None) -> LayerInfo:
     return LayerInfo(path, layer, str(crs), fields, int(info.get("features") or 0), text)
 
 
-def _chunks(info: LayerInfo, columns: list[str]) -> Iterator[Any]:
-    """The layer's features as GeoDataFrames of at most CHUNK rows."""
+@dataclass(frozen=True)
+class ChunkJob:
+    """One chunk of one input to stage: what to read and how to clean it (picklable, run by any executor)."""
+
+    info: LayerInfo
+    part: int  # Parquet row group, or chunk number of CHUNK features (-1: the whole layer)
+    columns: tuple[str, ...]
+    id_column: str | None
+    properties: tuple[str, ...]
+    crs: str  # target CRS (WKT)
+
+
+def chunk_jobs(infos: Sequence[LayerInfo], id_column: str | None, properties: Sequence[str], crs: str) -> list[ChunkJob]:
+    """The chunks every input is read in, in input order."""
+    cols = (*([id_column] if id_column else []), *properties)
+    jobs = []
+    for info in infos:
+        if _is_parquet(info.path):
+            import pyarrow.parquet as pq
+
+            parts = range(pq.ParquetFile(info.path).num_row_groups)
+        else:
+            parts = range(math.ceil(info.count / CHUNK)) if info.count > 0 else range(-1, 0)  # unknown count: one read
+        jobs += [ChunkJob(info, p, cols, id_column, tuple(properties), crs) for p in parts]
+    return jobs
+
+
+def _read_chunk(job: ChunkJob) -> Any:
     import geopandas as gpd
 
+    info = job.info
     if _is_parquet(info.path):
         import pyarrow.parquet as pq
 
-        pf = pq.ParquetFile(info.path)
-        for i in range(pf.num_row_groups):
-            table = pf.read_row_group(i)
-            df = gpd.GeoDataFrame.from_arrow(table)
-            yield df[[*columns, df.geometry.name]]
-        return
+        df = gpd.GeoDataFrame.from_arrow(pq.ParquetFile(info.path).read_row_group(job.part))
+        return df[[*job.columns, df.geometry.name]]
     import pyogrio
 
-    done = 0
-    total = info.count
-    while True:
-        try:
-            df = pyogrio.read_dataframe(info.path, layer=info.layer, columns=columns, skip_features=done, max_features=CHUNK, fid_as_index=True)
-        except Exception as exc:
-            raise InputError(f"cannot read features of {info.path!r} ({str(exc).splitlines()[0]})", "check the file is complete and readable") from None
-        if len(df) == 0:
-            return
-        yield df
-        done += len(df)
-        if total and done >= total:
-            return
+    window = {} if job.part < 0 else {"skip_features": job.part * CHUNK, "max_features": CHUNK}
+    try:
+        return pyogrio.read_dataframe(info.path, layer=info.layer, columns=list(job.columns), fid_as_index=True, **window)
+    except Exception as exc:
+        raise InputError(f"cannot read features of {info.path!r} ({str(exc).splitlines()[0]})", "check the file is complete and readable") from None
+
+
+def stage_chunk(job: ChunkJob) -> dict[str, Any]:
+    """Read, reproject, repair and normalize one chunk; return its polygons (WKB), keys, centroids, bounds and values."""
+    import shapely
+    from pyproj import CRS
+
+    info = job.info
+    df = _read_chunk(job)
+    out: dict[str, Any] = {"read": len(df), "repaired": 0, "skipped": 0, "examples": []}
+    if df.crs is None:
+        raise InputError(f"{info.path!r} has no CRS", "assign one, e.g. ogr2ogr -a_srs EPSG:4326 fixed.gpkg input.shp")
+    kinds = shapely.get_type_id(df.geometry.values)
+    bad = ~np.isin(kinds, (-1, 3, 6, 7))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise UsageError(f"feature {df.index[i]} of {info.path!r} is a {df.geometry.values[i].geom_type}, and rasterize counts and covers polygons",
+                         "buffer points or lines into polygons first (e.g. geopandas: gdf.buffer(d)), or drop them")  # fmt: skip
+    target = CRS.from_user_input(job.crs)
+    if not target.equals(df.crs):
+        df = df.to_crs(target)
+    geoms, repaired, empty = _polygonal(np.asarray(df.geometry.values))
+    out["repaired"] = int((repaired & ~empty).sum())
+    if empty.any():
+        out["skipped"] = int(empty.sum())
+        for i in np.flatnonzero(empty)[:3]:
+            g = df.geometry.values[i]
+            why = "empty" if shapely.is_empty(g) or shapely.is_missing(g) else "no polygonal part after repair"
+            out["examples"].append(f"{Path(info.path).name} feature {df.index[i]}: {why}")
+    keep = ~empty
+    # Normalized (ring starts and orientation fixed): the same polygon gives the same bytes from any input.
+    geoms = shapely.normalize(geoms[keep])
+    wkb = shapely.to_wkb(geoms)
+    out["ids"] = list(df[job.id_column].values[keep]) if job.id_column else [hashlib.blake2b(b, digest_size=16).digest() for b in wkb]
+    cent = shapely.centroid(geoms)
+    out.update(wkb=wkb, cx=shapely.get_x(cent), cy=shapely.get_y(cent), bounds=shapely.bounds(geoms),
+               props=[_numeric(df[p][keep], p, info.path) for p in job.properties])  # fmt: skip
+    return out
 
 
 def choose_id_column(infos: Sequence[LayerInfo], id_column: str | None) -> str | None:
@@ -241,47 +306,34 @@ def _polygon_part(g: Any) -> Any:
     return shapely.union_all(parts) if len(parts) > 1 else parts[0]
 
 
-def content_hash(wkb: Sequence[bytes]) -> tuple[list[bytes], np.ndarray]:
-    """Digests of normalized WKB (for identical-geometry duplicates) and a 63-bit order key from them."""
-    digests = [hashlib.blake2b(b, digest_size=16).digest() for b in wkb]
-    order = np.array([int.from_bytes(d[:8], "little") >> 1 for d in digests], dtype=np.int64)
-    return digests, order
-
-
-def stage_vectors(paths: Sequence[str], out_path: str | Path, *, crs: str, id_column: str | None = None, properties: Sequence[str] = (),
-                  layer: str | None = None) -> tuple[StageReport, np.ndarray]:  # fmt: skip
-    """Stage vector inputs into one GeoPackage in ``crs``, and list the features' bounds.
+def stage_vectors(paths: Sequence[str], out_dir: str | Path, *, crs: str, id_column: str | None = None, properties: Sequence[str] = (),
+                  layer: str | None = None, map_fn: MapFn | None = None) -> tuple[StageReport, np.ndarray]:  # fmt: skip
+    """Stage vector inputs into a folder of arrays in ``crs``, and list the features' bounds.
 
     Parameters
     ----------
     paths
         Vector files or folders of them (see :func:`expand_inputs`).
-    out_path
-        The GeoPackage to write (replaced atomically).
+    out_dir
+        The staging folder to write (replaced atomically; see :class:`Staged`).
     crs
         Target CRS (WKT or any pyproj input), e.g. the TMS CRS.
     id_column
         Field identifying copies of one polygon across inputs; None picks
         ``staging_identifier`` when every input has it, else identical geometry.
     properties
-        Numeric fields to keep (as float64 columns ``p0``, ``p1``, ...).
+        Numeric fields to keep.
     layer
         Layer name for multi-layer inputs (default: the first layer).
+    map_fn
+        Runs :func:`stage_chunk` over the chunks, yielding ``(index, result or exception)``
+        in any order (an executor's ``map_unordered``); default: one after the other here.
 
     Returns
     -------
     report, bounds
         The :class:`StageReport` and the kept features' bounds, (n, 4) float64.
-
-    Notes
-    -----
-    The staged layer holds, per feature: the geometry, its centroid ``cx, cy`` and an
-    order key ``key`` from the geometry's content, so a tile's features can be put in
-    the same order whatever the inputs they came from.
     """
-    import geopandas as gpd
-    import pyogrio
-    import shapely
     from pyproj import CRS
 
     files = expand_inputs(paths)
@@ -291,88 +343,127 @@ def stage_vectors(paths: Sequence[str], out_path: str | Path, *, crs: str, id_co
     target = CRS.from_user_input(crs)
     report = StageReport(inputs=files, id_column=idc)
     seen: set[Any] = set()
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp.gpkg")
-    tmp.unlink(missing_ok=True)
-    all_bounds: list[np.ndarray] = []
-    written = False
-    columns = [*([idc] if idc else []), *properties]
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    arrays: dict[str, list[np.ndarray]] = {"bounds": [], "cx": [], "cy": [], "sizes": [], **{f"p{j}": [] for j in range(len(properties))}}
+    jobs = chunk_jobs(infos, idc, properties, target.to_wkt())
+    results = map_fn(stage_chunk, jobs) if map_fn is not None and len(jobs) > 1 else ((i, _guard(stage_chunk, j)) for i, j in enumerate(jobs))
+    waiting: dict[int, dict[str, Any]] = {}
+    nxt = 0
     try:
-        for info in infos:
-            for df in _chunks(info, columns):
-                report.read += len(df)
-                if df.crs is None:
-                    raise InputError(f"{info.path!r} has no CRS", "assign one, e.g. ogr2ogr -a_srs EPSG:4326 fixed.gpkg input.shp")
-                kinds = shapely.get_type_id(df.geometry.values)
-                bad = ~np.isin(kinds, (-1, 3, 6, 7))
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    raise UsageError(f"feature {df.index[i]} of {info.path!r} is a {df.geometry.values[i].geom_type}, "
-                                     "and rasterize counts and covers polygons",
-                                     "buffer points or lines into polygons first (e.g. geopandas: gdf.buffer(d)), or drop them")  # fmt: skip
-                if not target.equals(df.crs):
-                    df = df.to_crs(target)
-                geoms, repaired, empty = _polygonal(np.asarray(df.geometry.values))
-                report.repaired += int((repaired & ~empty).sum())
-                if empty.any():
-                    report.skipped += int(empty.sum())
-                    for i in np.flatnonzero(empty)[: max(0, 3 - len(report.skipped_examples))]:
-                        g = df.geometry.values[i]
-                        why = "empty" if shapely.is_empty(g) or shapely.is_missing(g) else "no polygonal part after repair"
-                        report.skipped_examples.append(f"{Path(info.path).name} feature {df.index[i]}: {why}")
-                keep = ~empty
-                geoms = shapely.normalize(geoms[keep])
-                wkb = shapely.to_wkb(geoms)
-                digests, order = content_hash(list(wkb))
-                ids: list[Any] = list(df[idc].values[keep]) if idc else digests
-                first = np.zeros(len(ids), dtype=bool)
-                for i, key in enumerate(ids):
-                    if key not in seen:
-                        seen.add(key)
-                        first[i] = True
-                report.duplicates += int((~first).sum())
-                if not first.any():
-                    continue
-                geoms = geoms[first]
-                cent = shapely.centroid(geoms)
-                data: dict[str, Any] = {"cx": shapely.get_x(cent), "cy": shapely.get_y(cent), "key": order[first]}
-                for j, prop in enumerate(properties):
-                    data[f"p{j}"] = _numeric(df[prop][keep][first], prop, info.path)
-                gdf = gpd.GeoDataFrame(data, geometry=geoms, crs=target)
-                pyogrio.write_dataframe(gdf, tmp, layer=STAGED_LAYER, driver="GPKG", append=written, geometry_type="Unknown")
-                written = True
-                report.kept += len(gdf)
-                all_bounds.append(shapely.bounds(geoms))
+        with open(tmp / "wkb.bin", "wb") as blob:
+            for i, res in results:
+                if isinstance(res, BaseException):
+                    if isinstance(res, TilewiseError):
+                        raise res
+                    raise InputError(f"cannot stage {jobs[i].info.path!r} ({type(res).__name__}: {res})", "check the file is complete and readable")
+                waiting[i] = res
+                while nxt in waiting:  # chunks are taken in input order, so the first copy of a polygon is the one kept
+                    ch = waiting.pop(nxt)
+                    nxt += 1
+                    report.read += ch["read"]
+                    report.repaired += ch["repaired"]
+                    report.skipped += ch["skipped"]
+                    report.skipped_examples += ch["examples"][: max(0, 3 - len(report.skipped_examples))]
+                    first = np.zeros(len(ch["ids"]), dtype=bool)
+                    for k, key in enumerate(ch["ids"]):
+                        if key not in seen:
+                            seen.add(key)
+                            first[k] = True
+                    report.duplicates += int((~first).sum())
+                    if not first.any():
+                        continue
+                    wkb = ch["wkb"][first]
+                    for name in ("cx", "cy", "bounds"):
+                        arrays[name].append(ch[name][first])
+                    for j, values in enumerate(ch["props"]):
+                        arrays[f"p{j}"].append(values[first])
+                    arrays["sizes"].append(np.fromiter(map(len, wkb), dtype=np.int64, count=len(wkb)))
+                    blob.write(b"".join(wkb))
+                    report.kept += len(wkb)
         if report.read == 0:
             raise UsageError(f"the vector input(s) hold no features ({', '.join(Path(f).name for f in files[:3])})", "give layers with polygons")
         if report.kept == 0:
             raise UsageError(f"none of the {report.read} feature(s) is a usable polygon ({'; '.join(report.skipped_examples)})",
                              "check the geometries (empty or degenerate)")  # fmt: skip
-        os.replace(tmp, out_path)
+        sizes = np.concatenate(arrays.pop("sizes"))
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        bounds = np.concatenate(arrays["bounds"])
+        for name, parts in arrays.items():
+            np.save(tmp / f"{name}.npy", np.concatenate(parts))
+        with open(tmp / "meta.json", "w", encoding="utf-8") as fh:
+            json.dump({"properties": list(properties), "count": report.kept, "crs": target.to_wkt()}, fh)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
     finally:
-        tmp.unlink(missing_ok=True)
-    return report, np.concatenate(all_bounds) if all_bounds else np.zeros((0, 4))
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report, bounds
 
 
-def read_staged(path: str, bounds: tuple[float, float, float, float], n_properties: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The staged features whose bounding box meets ``bounds``, in content order.
+class Staged:
+    """Staged polygons (a folder :func:`stage_vectors` wrote), read by tiles and blocks.
 
-    Returns
-    -------
-    geoms, cx, cy, props
-        Shapely geometries, centroid coordinates, and (n_properties, n) float64 values.
+    The folder holds the normalized WKB of every kept polygon (``wkb.bin`` with
+    ``offsets.npy``), their bounds, centroids and property values, and optionally a
+    tile index (which features meet each tile of a TMS level). Arrays are memory
+    mapped, so a worker touches only the bytes of its own features.
     """
-    import pyogrio
-    import shapely
 
-    cols = ["cx", "cy", "key", *[f"p{j}" for j in range(n_properties)]]
-    _, _, wkb, fields = pyogrio.raw.read(path, layer=STAGED_LAYER, bbox=bounds, columns=cols)
-    if wkb is None or len(wkb) == 0:
-        e = np.zeros(0)
-        return np.zeros(0, dtype=object), e, e, np.zeros((n_properties, 0))
-    cx, cy, key = (np.asarray(f, dtype=np.float64) if i < 2 else np.asarray(f, dtype=np.int64) for i, f in enumerate(fields[:3]))
-    # The same order for the same polygons whichever inputs (and file order) they came from: sums then add up identically.
-    order = np.lexsort((key, cx, cy))
-    geoms = shapely.from_wkb(np.asarray(wkb, dtype=object)[order])
-    props = np.array([np.asarray(f, dtype=np.float64)[order] for f in fields[3:]]).reshape(n_properties, len(order))
-    return geoms, cx[order], cy[order], props
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path / "meta.json", encoding="utf-8") as fh:
+            self.meta = json.load(fh)
+        self.n_properties = len(self.meta["properties"])
+
+    def _load(self, name: str) -> np.ndarray:
+        return np.load(self.path / f"{name}.npy", mmap_mode="r")
+
+    def features(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Features by index, in content order: geometries, centroid x and y, and (n_properties, n) values.
+
+        Content order (centroid y, then x, then the WKB bytes) is the same for the same
+        polygons whichever inputs and files they came from, so sums add up identically.
+        """
+        import shapely
+
+        ids = np.asarray(ids, dtype=np.int64)
+        cx, cy = np.asarray(self._load("cx")[ids]), np.asarray(self._load("cy")[ids])
+        off = self._load("offsets")
+        starts, ends = np.asarray(off[ids]), np.asarray(off[ids + 1])
+        blob = np.memmap(self.path / "wkb.bin", dtype=np.uint8, mode="r") if len(ids) else np.zeros(0, np.uint8)
+        wkb = [blob[a:b].tobytes() for a, b in zip(starts, ends, strict=True)]
+        order = np.lexsort((cx, cy))
+        # Polygons with the very same centroid (copies, or rare coincidences): order them by their bytes.
+        same = np.flatnonzero((np.diff(cy[order]) == 0) & (np.diff(cx[order]) == 0))
+        if len(same):
+            order = np.array(sorted(range(len(ids)), key=lambda i: (cy[i], cx[i], wkb[i])), dtype=np.int64)
+        geoms = shapely.from_wkb(np.array([wkb[i] for i in order], dtype=object)) if len(ids) else np.zeros(0, dtype=object)
+        props = np.array([np.asarray(self._load(f"p{j}")[ids])[order] for j in range(self.n_properties)]).reshape(self.n_properties, len(ids))
+        return geoms, cx[order], cy[order], props
+
+    def in_bounds(self, bounds: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The features whose bounding box meets ``bounds`` (closed boxes), in content order."""
+        b = self._load("bounds")
+        hit = (b[:, 0] <= bounds[2]) & (b[:, 2] >= bounds[0]) & (b[:, 1] <= bounds[3]) & (b[:, 3] >= bounds[1])
+        return self.features(np.flatnonzero(hit))
+
+    def write_tile_index(self, tile_ids: np.ndarray, features: np.ndarray) -> None:
+        """Record which features meet which tile (one row per pair, tile ids as the caller numbers them)."""
+        order = np.lexsort((features, tile_ids))
+        t, f = tile_ids[order], features[order]
+        keys, starts = np.unique(t, return_index=True)
+        for name, arr in (("tile_keys", keys), ("tile_starts", np.append(starts, len(t))), ("tile_features", f)):
+            tmp = self.path / f".{name}.tmp.npy"
+            np.save(tmp, arr.astype(np.int64))
+            os.replace(tmp, self.path / f"{name}.npy")
+
+    def in_tile(self, tile_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The features the tile index lists for ``tile_id``, in content order."""
+        keys = self._load("tile_keys")
+        i = int(np.searchsorted(keys, tile_id))
+        if i >= len(keys) or keys[i] != tile_id:
+            return self.features(np.zeros(0, dtype=np.int64))
+        starts = self._load("tile_starts")
+        return self.features(np.asarray(self._load("tile_features")[starts[i] : starts[i + 1]]))
