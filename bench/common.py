@@ -105,6 +105,36 @@ def repo_commit() -> str | None:
     return f"{head.stdout.strip()} (src {'clean' if diff.returncode == 0 else 'modified'})"
 
 
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def tilewise_env() -> tuple[dict[str, str], str]:
+    """The environment that runs the working tree's tilewise (``src`` on PYTHONPATH: it may not be installed)."""
+    env = dict(os.environ)
+    src = str(REPO_ROOT / "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env, f"python -m tilewise.cli.main with PYTHONPATH={src}"
+
+
+_HELP: dict[str, dict[str, Any]] = {}
+
+
+def tilewise_help(command: str) -> dict[str, Any]:
+    """Whether ``tilewise COMMAND`` exists here (``--help`` succeeds) and its help text (cached)."""
+    if command not in _HELP:
+        env, _ = tilewise_env()
+        try:
+            p = subprocess.run([*python_cmd(), "-m", "tilewise.cli.main", command, "--help"], capture_output=True, text=True, env=env,
+                               cwd=REPO_ROOT, timeout=120, check=False)  # fmt: skip
+            ok, text = p.returncode == 0, p.stdout + p.stderr
+        except (OSError, subprocess.SubprocessError) as e:
+            ok, text = False, str(e)
+        _HELP[command] = {"ok": ok, "text": text, "overwrite": "--overwrite" in text}
+    return _HELP[command]
+
+
 def machine_info() -> dict[str, Any]:
     """Describe the machine and the software stack the benchmark ran on."""
     import rasterio

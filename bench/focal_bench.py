@@ -51,7 +51,6 @@ import contextlib
 import math
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -82,6 +81,9 @@ from common import (  # bench/ is not a package: found through sys.path
     report_phases,
     run_measured,
     sample_windows,
+    tilewise_env,
+    tilewise_help,
+    usable_cores,
     wait_for_quiet,
     warm_page_cache,
     write_json,
@@ -512,34 +514,10 @@ WORKERS: dict[str, Callable[..., None]] = {
 # =========================================================================== the driver
 
 
-def usable_cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def tilewise_env() -> tuple[dict[str, str], str]:
-    """The environment that runs the working tree's tilewise (``src`` on PYTHONPATH: it may not be installed)."""
-    env = dict(os.environ)
-    src = str(REPO_ROOT / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env, f"python -m tilewise.cli.main with PYTHONPATH={src}"
-
-
-_FOCAL_HELP: dict[str, Any] = {}
-
-
 def tilewise_focal_help() -> dict[str, Any]:
     """Whether ``tilewise focal`` exists here (``--help`` succeeds) and which of the flags the benchmark uses it has."""
-    if not _FOCAL_HELP:
-        env, _ = tilewise_env()
-        try:
-            p = subprocess.run([*python_cmd(), "-m", "tilewise.cli.main", "focal", "--help"], capture_output=True, text=True, env=env,
-                               cwd=REPO_ROOT, timeout=120, check=False)  # fmt: skip
-            ok, text = p.returncode == 0, (p.stdout + p.stderr)
-        except (OSError, subprocess.SubprocessError) as e:
-            ok, text = False, str(e)
-        _FOCAL_HELP.update({"ok": ok, "text": text, "overwrite": "--overwrite" in text, "no_overviews": "--no-overviews" in text})
-    return _FOCAL_HELP
+    h = tilewise_help("focal")
+    return {**h, "no_overviews": "--no-overviews" in h["text"]}
 
 
 def tilewise_command(name: str, inp: Path, out: Path, k: int, extra: Sequence[str]) -> list[str]:
