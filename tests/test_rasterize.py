@@ -459,3 +459,48 @@ def test_cluster_engines_give_the_serial_bytes(tmp_path: Path, engine: str) -> N
     a, b = _tile_arrays(tmp_path / "serial"), _tile_arrays(tmp_path / engine)
     assert a.keys() == b.keys() and len(a) > 8
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("suffix", [".shp", ".geojson", ".fgb", ".parquet"])
+def test_every_vector_format_gives_the_geopackage_tiles(tmp_path: Path, suffix: str) -> None:
+    import geopandas as gpd
+
+    geoms = _polygons(120, 14)
+    values = [float(i) for i in range(len(geoms))]
+    ref = _write_layer(tmp_path / "p.gpkg", geoms, v=values)
+    other = tmp_path / f"p{suffix}"
+    frame = gpd.GeoDataFrame({"v": values}, geometry=geoms, crs="OGC:CRS84")
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+        frame.to_parquet(other)
+    else:
+        frame.to_file(other)
+    kw = dict(zoom=12, stats=["count", "coverage", "v:sum"], executor="serial")
+    rasterize([str(ref)], str(tmp_path / "a"), **kw)
+    rasterize([str(other)], str(tmp_path / "b"), **kw)
+    a, b = _tile_arrays(tmp_path / "a"), _tile_arrays(tmp_path / "b")
+    assert a.keys() == b.keys() and a
+    assert all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+
+
+def test_features_are_reprojected_to_the_tms_crs_and_web_mercator_works(tmp_path: Path) -> None:
+    """Polygons in UTM on WebMercatorQuad tiles equal the reference computed from the same polygons reprojected by geopandas."""
+    import geopandas as gpd
+
+    utm = _polygons(200, 15, center=(500_000.0, 7_700_000.0), spread=4000.0, size=30.0)
+    src = _write_layer(tmp_path / "u.gpkg", utm, crs="EPSG:32606")
+    root = tmp_path / "o"
+    s = rasterize([str(src)], str(root), tms="WebMercatorQuad", zoom=14, tile_px=128, stats=["count", "coverage"], parents=True, min_zoom=12,
+                  webtiles=True, executor="serial")  # fmt: skip
+    assert s.batch["report"]["kept"] == 200
+    merc = np.asarray(gpd.GeoSeries(utm, crs="EPSG:32606").to_crs("EPSG:3857").values, dtype=object)
+    n = 0
+    for f in sorted((root / "geotiff" / "WebMercatorQuad" / "14").rglob("*.tif")):
+        with rasterio.open(f) as ds:
+            got = ds.read().astype(np.float64)
+            ref = reference(merc, np.zeros(len(merc)), ds.transform, 128)
+        assert np.array_equal(got[0], ref["count"])
+        assert np.abs(got[1] - ref["coverage"]).max() <= 4e-6  # reprojected vertices: pyproj through geopandas vs through tilewise's staging
+        n += 1
+    assert n >= 1 and (root / "web_tiles" / "index.html").exists()
+    assert "EPSG3857" in (root / "web_tiles" / "index.html").read_text()
