@@ -504,3 +504,52 @@ def test_features_are_reprojected_to_the_tms_crs_and_web_mercator_works(tmp_path
         n += 1
     assert n >= 1 and (root / "web_tiles" / "index.html").exists()
     assert "EPSG3857" in (root / "web_tiles" / "index.html").read_text()
+
+
+def test_a_ring_counts_where_its_centroid_is_even_in_a_tile_it_does_not_reach(tmp_path: Path) -> None:
+    lv = get_tile_set("WorldCRS84Quad").level(14, 32)
+    x, y = 5000, 1500
+    left, bottom, right, top = lv.tile_bounds(x, y)
+    w = right - left
+    ring = shapely.box(left - 2 * w, bottom - 2 * w, right + 2 * w, top + 2 * w).difference(shapely.box(left - w, bottom - w, right + w, top + w))
+    src = _write_layer(tmp_path / "r.gpkg", [ring], v=[7.0])
+    tiles = rasterize([str(src)], str(tmp_path / "o"), zoom=14, tile_px=32, stats=["count", "v:sum"], executor="serial")
+    arrays = _tile_arrays(tmp_path / "o")
+    assert tiles.batch["report"]["kept"] == 1
+    assert sum(float(a[0].sum()) for a in arrays.values()) == 1  # counted once, in the tile of its centroid (inside the hole)
+    assert f"geotiff/WorldCRS84Quad/14/{x}/{y}.tif" in arrays
+
+
+def test_kill_leftovers_ids_without_value_output_inside_input_and_tile_px(tmp_path: Path) -> None:
+    geoms = _polygons(30, 16)
+    data = tmp_path / "data"
+    data.mkdir()
+    _write_layer(data / "p.gpkg", geoms, staging_identifier=[None] * 10 + [f"id{i}" for i in range(20)])
+    out = data / "out"  # the output inside the input folder: its own files are never taken as inputs
+    s = rasterize([str(data)], str(out), zoom=12, stats=["count"], executor="serial")
+    assert s.batch["report"]["kept"] == 30 and s.batch["report"]["duplicates"] == 0  # features without an id are not copies of each other
+    (out / ".tilewise" / ".staged.999.staging").mkdir()  # what a kill during staging leaves
+    (out / ".junk.tmp").mkdir()
+    (out / "rasters_summary.csv").unlink()
+    again = rasterize([str(data)], str(out), zoom=12, stats=["count"], executor="serial")
+    assert not again.failed and not (out / ".tilewise" / ".staged.999.staging").exists()
+    with pytest.raises(UsageError, match="--tile-px 8 is not valid"):
+        rasterize_job([str(data)], str(tmp_path / "o2"), zoom=12, tile_px=8)
+
+
+def test_like_job_sees_a_reference_replaced_at_the_same_path(tmp_path: Path) -> None:
+    from affine import Affine
+
+    src = _write_layer(tmp_path / "u.gpkg", _polygons(50, 17, center=(500_000.0, 7_700_000.0), spread=2000.0, size=40.0), crs="EPSG:32606")
+    ref = tmp_path / "ref.tif"
+    write_raster(ref, np.zeros((1, 600, 600), np.uint8), crs="EPSG:32606", transform=Affine(7.0, 0.0, 497_900.0, 0.0, -7.0, 7_702_100.0))
+    out = tmp_path / "like.tif"
+    first = rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial")
+    assert first.batch["report"]["kept"] == 50
+    write_raster(ref, np.zeros((1, 600, 600), np.uint8), crs="EPSG:32606", transform=Affine(7.0, 0.0, 497_950.0, 0.0, -7.0, 7_702_100.0))
+    with pytest.raises(Exception, match="already exists|different job"):
+        rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial")
+    again = rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial", overwrite=True)
+    assert not again.already_complete
+    with rasterio.open(out) as ds:
+        assert ds.transform.c == 497_950.0

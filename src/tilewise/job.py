@@ -151,6 +151,11 @@ class Job(_Model):
     batch: bool = False
     keep_tiles: bool = False
 
+    @property
+    def tile_set(self) -> bool:
+        """A rasterize job onto TMS tiles: a folder of tile files, run by its own coordinator (``rasterize_run``)."""
+        return self.rasterize is not None and self.rasterize.like is None
+
     def fingerprint_payload(self) -> dict[str, Any]:
         """The parts of the job that decide output bytes."""
         return self.model_dump(mode="json", exclude={"executor", "keep_tiles"})

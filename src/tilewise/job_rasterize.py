@@ -41,9 +41,13 @@ def plan_rasterize_like(job: Job, spec: RasterizeSpec) -> Plan:
     check_stats(spec.stats)
     from tilewise.rasterize_run import check_vectors, input_identities
 
-    check_vectors(spec)
+    check_vectors(spec, exclude=str(job.workdir))
     grid = like_grid(spec.like)
-    identities = [{"vectors": input_identities(spec.vectors), "like": spec.like}]
+    from tilewise.sources.raster import file_identity
+
+    # The reference's identity and grid too: a raster replaced at the same path changes the job.
+    identities = [{"vectors": input_identities(spec.vectors, exclude=job.workdir), "like": [spec.like, list(file_identity(spec.like)), grid.crs,
+                   list(grid.transform)[:6], grid.height, grid.width]}]  # fmt: skip
     # Tiles are whole numbers of the op's blocks, so each block is computed once.
     th, tw = choose_tile_shape(grid, job.tile_size, [(LIKE_BLOCK, LIKE_BLOCK)])
     th = max(LIKE_BLOCK, math.ceil(th / LIKE_BLOCK) * LIKE_BLOCK)
@@ -74,6 +78,7 @@ def _stage_once(job: Job, spec: RasterizeSpec, grid: Grid, fp: str) -> Path:
         pass
     workdir.mkdir(parents=True, exist_ok=True)
     assert grid.crs is not None
-    report, _ = stage_vectors(spec.vectors, staged, crs=grid.crs, id_column=spec.id_column, properties=properties_of(spec.stats), layer=spec.layer)
+    report, _ = stage_vectors(spec.vectors, staged, crs=grid.crs, id_column=spec.id_column, properties=properties_of(spec.stats), layer=spec.layer,
+                              exclude=str(workdir))  # fmt: skip
     write_json_atomic(stamp, {"fingerprint": fp, "report": report.as_dict(), "line": report.describe()})
     return staged

@@ -211,7 +211,7 @@ class RasterWork:
 
 def work_for(job: Job) -> BatchWork:
     """The batch view of a job (checks its inputs: a rasterize job's layers, a raster job's plan)."""
-    if job.rasterize is not None and job.rasterize.like is None:
+    if job.tile_set:
         from tilewise.rasterize_batch import TileSetWork
 
         return TileSetWork(job)
@@ -309,14 +309,11 @@ def launch_job(job: Job, *, overwrite: bool, emit: ProgressFn, dry_run: bool, wa
     """
     t0 = time.perf_counter()
     opts = job.executor
-    plan: Plan | None = None
-    if job.rasterize is not None and job.rasterize.like is None:
-        work = work_for(job)
-    else:
-        plan = plan_job(job)
+    work = work_for(job)
+    plan = work.plan if isinstance(work, RasterWork) else None
+    if plan is not None:
         _check_output_paths(job, plan)
         check_unowned_outputs(job, plan, overwrite)
-        work = RasterWork(job, plan)
     if opts.name == "slurm" and not dry_run:
         slurm.require("sbatch")  # before anything is written
     workdir = job.workdir

@@ -127,8 +127,13 @@ def rasterize_job(vectors: str | Sequence[str], output: str, *, stats: Sequence[
     if like is None:
         options.setdefault("compress", "deflate")  # tile GeoTIFFs read by every web-map tool
     common = _validated_common(options)
-    spec = RasterizeSpec(vectors=tuple(srcs), stats=tuple(specs), layer=layer, tms=tms, zoom=zoom, tile_px=tile_px, like=like, id_column=id_column,
-                         parents=parents, min_zoom=min_zoom, webtiles=webtiles)  # fmt: skip
+    from pydantic import ValidationError
+
+    try:
+        spec = RasterizeSpec(vectors=tuple(srcs), stats=tuple(specs), layer=layer, tms=tms, zoom=zoom, tile_px=tile_px, like=like, id_column=id_column,
+                             parents=parents, min_zoom=min_zoom, webtiles=webtiles)  # fmt: skip
+    except ValidationError as exc:
+        raise option_error(exc) from None
     if like is None:
         from tilewise.rasterize_run import validate_spec
 
@@ -185,4 +190,19 @@ def rasterize(vectors: str | Sequence[str], output: str, *, overwrite: bool = Fa
         ``batch["report"]`` holds the staging report (features read, kept, duplicates, repaired, skipped).
     """
     job = rasterize_job(vectors, output, **options)
-    return run_job(job, overwrite=overwrite, progress=progress)
+    summary = run_job(job, overwrite=overwrite, progress=progress)
+    if not job.tile_set:
+        summary.batch.setdefault("report", like_report(job))
+    return summary
+
+
+def like_report(job: Job) -> dict[str, Any]:
+    """The staging report of a ``--like`` job (kept beside its staged polygons)."""
+    import json
+
+    from tilewise.job_rasterize import STAGED_STAMP
+
+    try:
+        return dict(json.loads((job.workdir / STAGED_STAMP).read_text(encoding="utf-8")).get("report", {}))
+    except (OSError, ValueError):
+        return {}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tilewise.errors import InputError, OutputError
+from tilewise.errors import InputError
 from tilewise.executors import Executor, ExecutorOptions
 from tilewise.job import Job
 from tilewise.manifest import Manifest
@@ -23,7 +23,6 @@ from tilewise.rasterize_run import (
     GEOTIFF_DIR,
     STAGED,
     SUMMARY_CSV,
-    WEB_DIR,
     Encoding,
     TileTask,
     _done,
@@ -33,6 +32,7 @@ from tilewise.rasterize_run import (
     _State,
     check_vectors,
     fingerprint,
+    open_output,
     run_rasterize,
     validate_spec,
 )
@@ -48,19 +48,13 @@ class TileSetWork:
         self.job = job
         self.spec = job.rasterize
         self.ts = validate_spec(self.spec)
-        check_vectors(self.spec)
+        check_vectors(self.spec, exclude=job.output_root)
         self.fingerprint = fingerprint(job)
         self.root = Path(job.output_root)
         self._stage: dict[str, Any] | None = None
 
     def prepare(self, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
-        root = self.root
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output directory {str(root)!r} ({exc.strerror})", "choose a writable location") from None
-        if not overwrite and not (workdir / "job.json").exists() and any((root / d).exists() for d in (GEOTIFF_DIR, WEB_DIR, SUMMARY_CSV)):
-            raise OutputError(f"{str(root)!r} already holds tiles that no saved job owns", "pass --overwrite to replace them, or choose another -o folder")
+        root = open_output(self.job, overwrite)
         state = _prepare(self.job, self.fingerprint, root, workdir, manifest, overwrite)
         if not self.complete(state):
             st = _State({k: v for k, v in state.items() if v.get("kind") == "stage"})

@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from tilewise.errors import OutputError, UsageError
-from tilewise.executors import DETACHED, Executor, make_executor
+from tilewise.executors import Executor
 from tilewise.grid import Grid
 from tilewise.job import Job, RasterizeSpec
-from tilewise.manifest import Manifest, WorkLock, write_json_atomic
+from tilewise.manifest import Manifest, write_json_atomic
 from tilewise.ops.rasterize import PixelGrid, RasterStatSpec, check_stats, compute_stats, empty_value, merge_children, properties_of, resampling_of
 from tilewise.rasterfile import write_raster_file
-from tilewise.runner import Event, ProgressFn, RunSummary, _Phase, _run_phase, raise_if_failed
+from tilewise.runner import Event, ProgressFn, RunSummary, _Phase, _run_phase, raise_if_failed, start_run
 from tilewise.tms import Level, TileSet, get_tile_set, touched_tiles
 
 GEOTIFF_DIR = "geotiff"
@@ -137,11 +137,13 @@ class TileTask:
 
         t0 = time.perf_counter()
         bounds = self.level.tile_bounds(self.x, self.y)
-        geoms, cx, cy, props = Staged(self.staged).in_tile(self.y * self.level.cols + self.x)
+        geoms, cx, cy, props = Staged.open(self.staged).in_tile(self.y * self.level.cols + self.x)
         if len(geoms):
-            # Features whose box meets the tile may still miss it (or only touch its edge).
+            # Features whose box meets the tile may still miss it (or only touch its edge); a polygon
+            # whose centroid lies outside itself (a ring) still counts where its centroid is.
             box = shapely.box(*bounds)
-            meet = shapely.intersects(geoms, box) & ~shapely.touches(geoms, box)
+            x0, y0, x1, y1 = bounds
+            meet = (shapely.intersects(geoms, box) & ~shapely.touches(geoms, box)) | ((cx >= x0) & (cx <= x1) & (cy >= y0) & (cy <= y1))
             geoms, cx, cy, props = geoms[meet], cx[meet], cy[meet], props[:, meet]
         t1 = time.perf_counter()
         rec: dict[str, Any] = {"kind": "tile", "key": self.key, "features": len(geoms), "read_s": round(t1 - t0, 6)}
@@ -238,12 +240,12 @@ def _done(rec: dict[str, Any] | None) -> bool:
     return False
 
 
-def input_identities(paths: Sequence[str]) -> list[list[Any]]:
+def input_identities(paths: Sequence[str], exclude: str | Path | None = None) -> list[list[Any]]:
     """(path, size, mtime) of every vector file (and a Shapefile's sidecars): a changed input changes the fingerprint."""
     from tilewise.sources.vector import expand_inputs
 
     out: list[list[Any]] = []
-    for p in expand_inputs(paths):
+    for p in expand_inputs(paths, exclude):
         for f in [Path(p), *(Path(p).with_suffix(s) for s in (".dbf", ".shx", ".prj") if p.lower().endswith(".shp"))]:
             if f.exists():
                 st = f.stat()
@@ -256,7 +258,7 @@ def fingerprint(job: Job) -> str:
     import hashlib
 
     assert job.rasterize is not None
-    payload = {"job": job.fingerprint_payload(), "inputs": input_identities(job.rasterize.vectors)}
+    payload = {"job": job.fingerprint_payload(), "inputs": input_identities(job.rasterize.vectors, exclude=job.output_root)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -271,7 +273,9 @@ def validate_spec(spec: RasterizeSpec) -> TileSet:
         ts.check_zoom(spec.min_zoom, "--min-zoom")
         if spec.min_zoom > spec.zoom:
             raise UsageError(f"--min-zoom {spec.min_zoom} is above --zoom {spec.zoom}", "parents are built from --zoom down to --min-zoom (default 0)")
-        ts.check_parents(spec.zoom)
+        ts.check_parents(spec.zoom, spec.min_zoom)
+        for z in range(spec.min_zoom, spec.zoom):
+            ts.check_zoom(z, "--min-zoom")
     if spec.webtiles:
         from tilewise.webtiles import parse_palette
 
@@ -280,11 +284,11 @@ def validate_spec(spec: RasterizeSpec) -> TileSet:
     return ts
 
 
-def check_vectors(spec: RasterizeSpec) -> None:
+def check_vectors(spec: RasterizeSpec, exclude: str | None = None) -> None:
     """Open the inputs' layers and check them (CRS, geometry type, fields), so a bad input fails before any output exists."""
     from tilewise.sources.vector import check_inputs
 
-    check_inputs(spec.vectors, layer=spec.layer, id_column=spec.id_column, properties=properties_of(spec.stats))
+    check_inputs(spec.vectors, layer=spec.layer, id_column=spec.id_column, properties=properties_of(spec.stats), exclude=exclude)
 
 
 def run_rasterize(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = None, executor: Executor | None = None) -> RunSummary:
@@ -293,7 +297,7 @@ def run_rasterize(job: Job, *, overwrite: bool = False, progress: ProgressFn | N
     Raises
     ------
     UsageError
-        Bad TMS, zoom, statistic or input; a batch executor (not supported here yet).
+        Bad TMS, zoom, statistic or input. (Batch executors go through :func:`tilewise.launch.launch_job`.)
     OutputError
         ``OUTDIR`` holds another job's tiles, is not writable, or another run holds the lock.
     RunFailedError
@@ -304,30 +308,12 @@ def run_rasterize(job: Job, *, overwrite: bool = False, progress: ProgressFn | N
     spec = job.rasterize
     assert spec is not None
     ts = validate_spec(spec)
-    check_vectors(spec)
-    if executor is None and job.executor.name in DETACHED:  # callers come through run_job, which launches those
-        from tilewise.launch import launch_job
-
-        return launch_job(job, overwrite=overwrite, emit=emit, dry_run=False, wait=True)
-    root = Path(job.output_root)
+    check_vectors(spec, exclude=job.output_root)
+    root = open_output(job, overwrite)
     fp = fingerprint(job)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {str(root)!r} ({exc.strerror})", "choose a writable location") from None
     workdir = job.workdir
-    if not overwrite and not (workdir / "job.json").exists() and any((root / d).exists() for d in (GEOTIFF_DIR, WEB_DIR, SUMMARY_CSV)):
-        raise OutputError(f"{str(root)!r} already holds tiles that no saved job owns", "pass --overwrite to replace them, or choose another -o folder")
     own = executor is None
-    if executor is None:
-        executor = make_executor(job.executor, workdir)
-    lock = WorkLock(workdir, job.output_root)
-    try:
-        lock.acquire()
-    except BaseException:
-        if own:
-            executor.close()
-        raise
+    executor, lock = start_run(job, executor)
     manifest = Manifest(workdir)
     try:
         state = _prepare(job, fp, root, workdir, manifest, overwrite)
@@ -341,6 +327,18 @@ def run_rasterize(job: Job, *, overwrite: bool = False, progress: ProgressFn | N
     summary.workdir = str(workdir)
     raise_if_failed(summary, job)
     return summary
+
+
+def open_output(job: Job, overwrite: bool) -> Path:
+    """Create the output folder; refuse one holding tiles no saved job owns (unless ``overwrite``)."""
+    root = Path(job.output_root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory {str(root)!r} ({exc.strerror})", "choose a writable location") from None
+    if not overwrite and not (job.workdir / "job.json").exists() and any((root / d).exists() for d in (GEOTIFF_DIR, WEB_DIR, SUMMARY_CSV)):
+        raise OutputError(f"{str(root)!r} already holds tiles that no saved job owns", "pass --overwrite to replace them, or choose another -o folder")
+    return root
 
 
 def _prepare(job: Job, fp: str, root: Path, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
@@ -365,19 +363,22 @@ def _prepare(job: Job, fp: str, root: Path, workdir: Path, manifest: Manifest, o
     elif overwrite:
         _clear(root, workdir)
     write_json_atomic(job_file, {"fingerprint": fp, "job": job.model_dump(mode="json"), "outputs": [str(root)]})
-    for p in root.rglob(".*.tmp"):  # temporaries of a killed run (our own hidden names only)
-        p.unlink(missing_ok=True)
+    if state.get("done", {}).get("kind") != "done":
+        for d in (root / GEOTIFF_DIR, root / WEB_DIR, root):  # temporaries of a killed run (our own hidden names only)
+            for p in (d.rglob(".*.tmp") if d != root else d.glob(".*.tmp")):
+                if p.is_file():
+                    p.unlink(missing_ok=True)
+    for p in workdir.glob(f".{STAGED}.*.staging"):  # a staging a kill interrupted
+        shutil.rmtree(p, ignore_errors=True)
     return state
 
 
 def _clear(root: Path, workdir: Path) -> None:
-    for d in (GEOTIFF_DIR, WEB_DIR):
-        shutil.rmtree(root / d, ignore_errors=True)
-    for f in (SUMMARY_CSV, RECORD):
-        (root / f).unlink(missing_ok=True)
-    for name in ("manifest", STAGED):
-        shutil.rmtree(workdir / name, ignore_errors=True)
-    (workdir / "job.json").unlink(missing_ok=True)
+    # The completion marks first: a kill part-way never leaves a complete-looking layout of half-deleted tiles.
+    for f in (root / SUMMARY_CSV, root / RECORD, workdir / "job.json"):
+        f.unlink(missing_ok=True)
+    for d in (workdir / "manifest", root / GEOTIFF_DIR, root / WEB_DIR, workdir / STAGED):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _run(job: Job, spec: RasterizeSpec, ts: TileSet, root: Path, workdir: Path, manifest: Manifest, saved: dict[str, dict[str, Any]],
@@ -405,7 +406,7 @@ def _run(job: Job, spec: RasterizeSpec, ts: TileSet, root: Path, workdir: Path, 
         per_level[z] = sorted({(x // 2, y // 2) for x, y in per_level[z + 1]}, key=lambda t: (t[1], t[0]))
     total = sum(len(v) for v in per_level.values()) * (2 if spec.webtiles else 1)
     phase = _Phase(sum(1 for k, v in st.records.items() if v.get("kind") in ("tile", "web")), total)
-    summary.tiles_total = total
+    summary.tiles_total, summary.tiles_skipped = total, phase.done
     manifest.write({"kind": "plan", "key": "plan", "total": total})
     emit(Event("start", phase.done, total, f"{total - phase.done} of {total} tiles to run on {executor.workers} worker(s) (executor {executor.name}); "
                                            f"{stage['report_line']}"))  # fmt: skip
@@ -453,7 +454,8 @@ def _stage(spec: RasterizeSpec, ts: TileSet, workdir: Path, manifest: Manifest, 
     assert spec.zoom is not None
     emit(Event("phase", 0, 0, f"staging {len(spec.vectors)} vector input(s) into {ts.id}"))
     report, bounds = stage_vectors(spec.vectors, workdir / STAGED, crs=ts.crs, id_column=spec.id_column, properties=properties_of(spec.stats),
-                                   layer=spec.layer, map_fn=executor.map_unordered if executor is not None else None)  # fmt: skip
+                                   layer=spec.layer, map_fn=executor.map_unordered if executor is not None else None,
+                                   exclude=str(workdir.parent))  # fmt: skip
     lv = ts.level(spec.zoom, spec.tile_px)
     feature, tx, ty = touched_tiles(lv, bounds)
     tile_ids = ty * lv.cols + tx

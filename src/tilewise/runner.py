@@ -115,7 +115,7 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         from tilewise.launch import launch_job  # the batch launchers sit above the runner
 
         return launch_job(job, overwrite=overwrite, emit=emit, dry_run=dry_run, wait=wait)
-    if job.rasterize is not None and job.rasterize.like is None:
+    if job.tile_set:
         from tilewise.rasterize_run import run_rasterize  # TMS tiles: a layout of many files, run by its own coordinator
 
         return run_rasterize(job, overwrite=overwrite, progress=progress, executor=executor)
@@ -124,16 +124,7 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     workdir = job.workdir
     check_unowned_outputs(job, plan, overwrite)
     own_executor = executor is None
-    if executor is None:
-        # Before the lock: an unreachable scheduler or a missing sbatch leaves no work directory behind.
-        executor = make_executor(job.executor, workdir)
-    lock = WorkLock(workdir, job.output_root)
-    try:
-        lock.acquire()
-    except BaseException:
-        if own_executor:
-            executor.close()
-        raise
+    executor, lock = start_run(job, executor)
     manifest = Manifest(workdir)
     try:
         done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
@@ -150,6 +141,22 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     summary.workdir = str(workdir)
     raise_if_failed(summary, job)
     return summary
+
+
+def start_run(job: Job, executor: Executor | None) -> tuple[Executor, WorkLock]:
+    """Make the job's executor (unless given) and take its work directory's lock; nothing is left open on failure."""
+    own = executor is None
+    if executor is None:
+        # Before the lock: an unreachable scheduler or a missing sbatch leaves no work directory behind.
+        executor = make_executor(job.executor, job.workdir)
+    lock = WorkLock(job.workdir, job.output_root)
+    try:
+        lock.acquire()
+    except BaseException:
+        if own:
+            executor.close()
+        raise
+    return executor, lock
 
 
 def check_unowned_outputs(job: Job, plan: Plan, overwrite: bool) -> None:

@@ -76,7 +76,10 @@ def job_status(output: str) -> dict[str, Any]:
         # TMS tiles: one output folder, complete once the run recorded "done"; GeoTIFF and web tiles count as tiles
         outs_done = int(latest.get("done", {}).get("kind") == "done" and (Path(outputs[0]) / "rasters_summary.csv").exists())
         tiles_done += sum(1 for r in latest.values() if r.get("kind") == "web")
-        tiles_total = latest.get("plan", {}).get("total", 0)
+        # Before the finishing step knows the parents, the zoom's own tiles are the total so far.
+        tiles_total = latest.get("plan", {}).get("total") or len(latest.get("stage", {}).get("tiles", []))
+        if outs_done:
+            tiles_done = tiles_total  # tiles left empty (no polygon reaches them) are never written
     failed = {k: describe_failure(r) for k, r in sorted(latest.items()) if r.get("kind") == "failed"}
     running = _locked(wd / "lock")
     batch = _batch(wd, saved, latest, outs_done == len(outputs))

@@ -83,23 +83,39 @@ class TileSet:
 
     def level(self, z: int, tile_px: int = 256) -> Level:
         """The level ``z`` at ``tile_px`` pixels per tile edge."""
-        m = _tms(self.id).matrix(z)
-        # cellSize is in CRS units for the registered TMS (degrees for WorldCRS84Quad, metres for WebMercatorQuad)
-        span_x = m.cellSize * m.tileWidth
-        span_y = m.cellSize * m.tileHeight
-        return Level(z, float(m.pointOfOrigin[0]), float(m.pointOfOrigin[1]), span_x, span_y, int(m.matrixWidth), int(m.matrixHeight), tile_px)
+        return _level(self.id, z, tile_px)
 
     def check_zoom(self, z: int, what: str = "--zoom") -> None:
-        """Refuse a zoom level the TMS does not define."""
+        """Refuse a zoom level the TMS does not define, or one that is not a regular top-left grid."""
         if not self.minzoom <= z <= self.maxzoom:
             raise UsageError(f"{what} {z} is outside the zoom levels of {self.id} ({self.minzoom}..{self.maxzoom})",
                              f"choose a zoom between {self.minzoom} and {self.maxzoom}")  # fmt: skip
+        self.level(z)
 
-    def check_parents(self, z: int) -> None:
-        """Refuse ``--parents`` when the levels above ``z`` are not a quadtree (children cannot be merged 2 × 2)."""
-        if z > self.minzoom and self.quad_from > self.minzoom:
+    def check_parents(self, z: int, min_zoom: int) -> None:
+        """Refuse ``--parents`` when the levels from ``z`` up to ``min_zoom`` are not a quadtree (children cannot be merged 2 × 2)."""
+        if z > min_zoom and self.quad_from > min_zoom:
             raise UsageError(f"{self.id} is not a quadtree above zoom {self.quad_from}, so parent tiles cannot be built from their children",
                              "leave out --parents, or use a quadtree TMS such as WorldCRS84Quad or WebMercatorQuad")  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def _level(tms_id: str, z: int, tile_px: int) -> Level:
+    """A level from morecantile's own tile bounds (x/y order whatever the CRS's axis order), checked to be a regular top-left grid."""
+    import morecantile
+
+    t = _tms(tms_id)
+    m = t.matrix(z)
+    b0 = t.xy_bounds(morecantile.Tile(0, 0, z))
+    span_x, span_y = b0.right - b0.left, b0.top - b0.bottom
+    lv = Level(z, float(b0.left), float(b0.top), float(span_x), float(span_y), int(m.matrixWidth), int(m.matrixHeight), tile_px)
+    x1, y1 = m.matrixWidth - 1, m.matrixHeight - 1
+    b1 = t.xy_bounds(morecantile.Tile(x1, y1, z))
+    want = lv.tile_bounds(x1, y1)
+    if m.variableMatrixWidths or not all(math.isclose(a, c, rel_tol=1e-9, abs_tol=1e-9 * max(span_x, span_y)) for a, c in zip(b1, want, strict=True)):
+        raise UsageError(f"tile matrix set {tms_id!r} is not a regular grid of tiles numbered from its top-left corner at zoom {z}",
+                         "use a TMS such as WorldCRS84Quad, WebMercatorQuad or WGS1984Quad")  # fmt: skip
+    return lv
 
 
 @lru_cache(maxsize=8)
@@ -182,12 +198,3 @@ def touched_tiles(level: Level, bounds: np.ndarray) -> tuple[np.ndarray, np.ndar
     nxr = np.repeat(nx, counts)
     return feature, np.repeat(x0, counts) + k % nxr, np.repeat(y0, counts) + k // nxr
 
-
-def parent(x: int, y: int) -> tuple[int, int]:
-    """The parent of tile (x, y) one level up a quadtree."""
-    return (x // 2, y // 2)
-
-
-def children(x: int, y: int) -> list[tuple[int, int, int, int]]:
-    """The four children of (x, y) one level down, as ``(cx, cy, row_block, col_block)``: where each sits in the parent."""
-    return [(2 * x + dx, 2 * y + dy, dy, dx) for dy in (0, 1) for dx in (0, 1)]

@@ -166,10 +166,17 @@ def _run(ctx: click.Context, job: Any, overwrite: bool, dry_run: bool = False, w
         raise
     if summary.pending:
         click.echo(format_batch(summary, job.output_root))
-    elif verbosity >= 0 and job.rasterize is not None and job.rasterize.like is None:
+    elif verbosity >= 0 and job.tile_set:
         click.echo(format_tiles(summary, job))
     elif verbosity >= 0:
         click.echo(format_summary(summary, job.band_name))
+        if job.rasterize is not None:  # --like: what staging did with the polygons
+            from tilewise.polygons import like_report
+            from tilewise.sources.vector import StageReport
+
+            report = like_report(job)
+            if report:
+                click.echo(StageReport(**report).describe())
 
 
 def format_batch(s: Any, output: str) -> str:

@@ -149,7 +149,7 @@ def compute_stats(stats: Sequence[RasterStatSpec], geoms: np.ndarray, cx: np.nda
     cov: np.ndarray | None = None
     hits: np.ndarray | None = None
     union_cov: np.ndarray | None = None
-    cells: tuple[np.ndarray, np.ndarray] | None = None
+    cells: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     prop_index = {p: i for i, p in enumerate(properties_of(stats))}
     if len(geoms) and any(s.kind in ("coverage", "count-intersects") for s in stats):
         pp = kc.to_pixel_polygons(geoms, grid.left, grid.top, grid.xres, grid.yres)
@@ -170,13 +170,11 @@ def compute_stats(stats: Sequence[RasterStatSpec], geoms: np.ndarray, cx: np.nda
         else:
             if cells is None:
                 rows, cols, inside = kc.centroid_cells(cx, cy, grid.left, grid.top, grid.xres, grid.yres, window)
-                cells = (rows[inside], cols[inside])
-                chosen = inside
+                cells = (rows[inside], cols[inside], inside)
             if s.kind == "count":
                 out[i] = kc.aggregate(cells[0], cells[1], np.ones(len(cells[0])), "count", (h, w))
             else:
-                values = props[prop_index[s.property]][chosen]
-                out[i] = kc.aggregate(cells[0], cells[1], values, s.agg, (h, w))
+                out[i] = kc.aggregate(cells[0], cells[1], props[prop_index[s.property]][cells[2]], s.agg, (h, w))
     return out
 
 
@@ -270,7 +268,7 @@ class RasterizeOp:
         from tilewise.sources.vector import Staged
 
         g = self.grid
-        staged = Staged(self.staged)
+        staged = Staged.open(self.staged)
         out = np.empty((len(self.stats), height, width), dtype=np.float64)
         b = LIKE_BLOCK
         for br in range(row_off // b * b, row_off + height, b):

@@ -1,17 +1,20 @@
 """Vector inputs for rasterizing: read any OGR layer (or GeoParquet), repair, de-duplicate, stage.
 
-Staging reads the inputs in chunks (memory bounded by the chunk, not the layer),
+Staging reads the inputs in chunks (on the job's executor; the coordinator holds
+the chunks' results, and the small per-feature arrays, not the layers),
 reprojects the polygons to the target CRS, repairs invalid ones with
 ``make_valid`` (keeping their polygonal part), drops copies of the same polygon
 found in several inputs (the Permafrost Discovery Gateway stages a polygon
-crossing a tile edge into every tile it touches), and appends the result to one
-GeoPackage with a spatial index. Each rasterizing task then reads only the
-features of its own tile from that file. Every feature read is accounted for in
+crossing a tile edge into every tile it touches), and writes the result as a
+folder of memory-mapped arrays (:class:`Staged`): the polygons' WKB, bounds,
+centroids, property values and a tile index. Each rasterizing task then reads
+only the features of its own tile. Every feature read is accounted for in
 the :class:`StageReport`: kept, duplicate, repaired, or skipped with a reason.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -68,13 +71,16 @@ def _guard(fn: Callable[[Any], Any], arg: Any) -> Any:
         return exc
 
 
-def expand_inputs(paths: Sequence[str]) -> list[str]:
-    """Files as given, folders expanded to the vector files inside (sorted); missing paths are an error."""
+def expand_inputs(paths: Sequence[str], exclude: str | Path | None = None) -> list[str]:
+    """Files as given, folders expanded to the vector files inside (sorted; hidden ones and ``exclude``, the output, left out)."""
     out: list[str] = []
+    skip = Path(exclude).resolve() if exclude else None
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            found = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VECTOR_SUFFIXES)
+            found = sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in VECTOR_SUFFIXES
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                           and not (skip is not None and (skip == f.resolve() or skip in f.resolve().parents)))  # fmt: skip
             if not found:
                 raise InputError(f"folder {p!r} holds no vector files", f"give files or folders with {', '.join(VECTOR_SUFFIXES)} files")
             out.extend(found)
@@ -218,7 +224,13 @@ def stage_chunk(job: ChunkJob) -> dict[str, Any]:
     # Normalized (ring starts and orientation fixed): the same polygon gives the same bytes from any input.
     geoms = shapely.normalize(geoms[keep])
     wkb = shapely.to_wkb(geoms)
-    out["ids"] = list(df[job.id_column].values[keep]) if job.id_column else [hashlib.blake2b(b, digest_size=16).digest() for b in wkb]
+    digests = [hashlib.blake2b(b, digest_size=16).digest() for b in wkb]
+    if job.id_column:
+        # A feature without an id is recognised by its geometry, not taken for a copy of every other one without.
+        ids = df[job.id_column].values[keep]
+        out["ids"] = [("geometry", d) if i is None or (isinstance(i, float) and math.isnan(i)) else ("id", i) for i, d in zip(ids, digests, strict=True)]
+    else:
+        out["ids"] = digests
     cent = shapely.centroid(geoms)
     out.update(wkb=wkb, cx=shapely.get_x(cent), cy=shapely.get_y(cent), bounds=shapely.bounds(geoms),
                props=[_numeric(df[p][keep], p, info.path) for p in job.properties])  # fmt: skip
@@ -254,9 +266,10 @@ def check_properties(infos: Sequence[LayerInfo], properties: Sequence[str]) -> N
                 _numeric(sample[prop], prop, info.path)
 
 
-def check_inputs(paths: Sequence[str], *, layer: str | None = None, id_column: str | None = None, properties: Sequence[str] = ()) -> list[LayerInfo]:
+def check_inputs(paths: Sequence[str], *, layer: str | None = None, id_column: str | None = None, properties: Sequence[str] = (),
+                 exclude: str | None = None) -> list[LayerInfo]:  # fmt: skip
     """Open every input's layer and check CRS, geometry type, id column and properties, before any work starts."""
-    infos = [layer_info(p, layer) for p in expand_inputs(paths)]
+    infos = [layer_info(p, layer) for p in expand_inputs(paths, exclude)]
     choose_id_column(infos, id_column)
     check_properties(infos, properties)
     if all(i.count == 0 for i in infos):
@@ -307,7 +320,7 @@ def _polygon_part(g: Any) -> Any:
 
 
 def stage_vectors(paths: Sequence[str], out_dir: str | Path, *, crs: str, id_column: str | None = None, properties: Sequence[str] = (),
-                  layer: str | None = None, map_fn: MapFn | None = None) -> tuple[StageReport, np.ndarray]:  # fmt: skip
+                  layer: str | None = None, map_fn: MapFn | None = None, exclude: str | None = None) -> tuple[StageReport, np.ndarray]:  # fmt: skip
     """Stage vector inputs into a folder of arrays in ``crs``, and list the features' bounds.
 
     Parameters
@@ -325,6 +338,8 @@ def stage_vectors(paths: Sequence[str], out_dir: str | Path, *, crs: str, id_col
         Numeric fields to keep.
     layer
         Layer name for multi-layer inputs (default: the first layer).
+    exclude
+        A folder left out when folders are searched (the job's output).
     map_fn
         Runs :func:`stage_chunk` over the chunks, yielding ``(index, result or exception)``
         in any order (an executor's ``map_unordered``); default: one after the other here.
@@ -336,7 +351,7 @@ def stage_vectors(paths: Sequence[str], out_dir: str | Path, *, crs: str, id_col
     """
     from pyproj import CRS
 
-    files = expand_inputs(paths)
+    files = expand_inputs(paths, exclude)
     infos = [layer_info(p, layer) for p in files]
     idc = choose_id_column(infos, id_column)
     check_properties(infos, properties)
@@ -344,7 +359,7 @@ def stage_vectors(paths: Sequence[str], out_dir: str | Path, *, crs: str, id_col
     report = StageReport(inputs=files, id_column=idc)
     seen: set[Any] = set()
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.staging")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     arrays: dict[str, list[np.ndarray]] = {"bounds": [], "cx": [], "cy": [], "sizes": [], **{f"p{j}": [] for j in range(len(properties))}}
@@ -411,6 +426,12 @@ class Staged:
     mapped, so a worker touches only the bytes of its own features.
     """
 
+    @classmethod
+    def open(cls, path: str | Path) -> Staged:
+        """The staged folder at ``path``, opened once per process (and again when it was staged anew)."""
+        p = Path(path)
+        return _open_staged(str(p), (p / "meta.json").stat().st_mtime_ns)
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         with open(self.path / "meta.json", encoding="utf-8") as fh:
@@ -467,3 +488,8 @@ class Staged:
             return self.features(np.zeros(0, dtype=np.int64))
         starts = self._load("tile_starts")
         return self.features(np.asarray(self._load("tile_features")[starts[i] : starts[i + 1]]))
+
+
+@functools.lru_cache(maxsize=4)
+def _open_staged(path: str, stamp: int) -> Staged:
+    return Staged(path)
