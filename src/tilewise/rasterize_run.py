@@ -279,8 +279,13 @@ def validate_spec(spec: RasterizeSpec) -> TileSet:
     if spec.webtiles:
         from tilewise.webtiles import parse_palette
 
+        folders: dict[str, str] = {}
         for s in spec.stats:
             parse_palette(s.palette)
+            other = folders.setdefault(folder_name(s.name), s.name)
+            if other != s.name:
+                raise UsageError(f"statistics {other!r} and {s.name!r} would share the web-tile folder {folder_name(s.name)!r}",
+                                 "give one of them another name (job files: name = ...)")  # fmt: skip
     return ts
 
 
