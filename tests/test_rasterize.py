@@ -533,7 +533,7 @@ def test_kill_leftovers_ids_without_value_output_inside_input_and_tile_px(tmp_pa
     (out / "rasters_summary.csv").unlink()
     again = rasterize([str(data)], str(out), zoom=12, stats=["count"], executor="serial")
     assert not again.failed and not (out / ".tilewise" / ".staged.999.staging").exists()
-    with pytest.raises(UsageError, match="--tile-px 8 is not valid"):
+    with pytest.raises(UsageError, match=r"--tile-px 8 is not valid"):
         rasterize_job([str(data)], str(tmp_path / "o2"), zoom=12, tile_px=8)
 
 
@@ -547,7 +547,7 @@ def test_like_job_sees_a_reference_replaced_at_the_same_path(tmp_path: Path) -> 
     first = rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial")
     assert first.batch["report"]["kept"] == 50
     write_raster(ref, np.zeros((1, 600, 600), np.uint8), crs="EPSG:32606", transform=Affine(7.0, 0.0, 497_950.0, 0.0, -7.0, 7_702_100.0))
-    with pytest.raises(Exception, match="already exists|different job"):
+    with pytest.raises(Exception, match=r"already exists|different job"):
         rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial")
     again = rasterize([str(src)], str(out), like=str(ref), stats=["coverage"], executor="serial", overwrite=True)
     assert not again.already_complete

@@ -262,8 +262,8 @@ def disk_full(path: str | Path, exc: BaseException, size_hint: int = 0) -> DiskF
     return None
 
 
-def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str]) -> int:
-    """Write a (bands, h, w) array as an uncompressed tiled GeoTIFF, atomically; return its size.
+def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str], encoding: dict[str, Any] | None = None) -> int:
+    """Write a (bands, h, w) array as a tiled GeoTIFF (uncompressed unless ``encoding`` says), atomically; return its size.
 
     Raises
     ------
@@ -272,7 +272,7 @@ def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, ba
     """
     path = Path(path)
     try:
-        return _write_array(path, out, grid, nodata, band_names)
+        return _write_array(path, out, grid, nodata, band_names, encoding or {})
     except Exception as exc:
         full = disk_full(path, exc, out.nbytes)
         if full is not None:
@@ -280,14 +280,14 @@ def write_array(path: str | Path, out: np.ndarray, grid: Grid, nodata: float, ba
         raise
 
 
-def _write_array(path: Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str]) -> int:
+def _write_array(path: Path, out: np.ndarray, grid: Grid, nodata: float, band_names: Sequence[str], encoding: dict[str, Any]) -> int:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     profile = {
         "driver": "GTiff", "width": grid.width, "height": grid.height, "count": out.shape[0], "dtype": out.dtype.name,
         "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "interleave": "band",
         # Uncompressed, in the output's own 512x512 blocks: the COG is built from these, and
         # GDAL reads them block by block (striped tiles made that step ~2x slower).
-        "tiled": True, "blockxsize": block_size(grid.width), "blockysize": block_size(grid.height),
+        "tiled": True, "blockxsize": block_size(grid.width), "blockysize": block_size(grid.height), **encoding,
     }  # fmt: skip
 
     def fill(ds: Any) -> None:

@@ -20,9 +20,11 @@ from rasterio.errors import RasterioIOError
 
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid
+from tilewise.remote import gdal_name, is_remote, open_error, remote_env
 
 # GDAL settings for every read/write: a bounded block cache per worker. Directory
 # listing on open stays on, so .aux.xml sidecars (nodata, scale/offset) are seen.
+# Remote inputs (URLs, S3) get tilewise.remote's HTTP settings on top.
 GDAL_ENV: dict[str, Any] = {
     # In bytes: rasterio passes an integer to GDALSetCacheMax64, so 256 meant 256 *bytes*
     # (no block cache at all), which made every halo re-decode its neighbours' blocks.
@@ -78,6 +80,14 @@ def open_read(path: str, **kwargs: Any) -> Iterator[rasterio.io.DatasetReader]:
 def open_read_unclosed(path: str, **kwargs: Any) -> Iterator[rasterio.io.DatasetReader]:
     """Open a raster for reading (errors as :func:`open_read`); the caller closes it."""
     check_readable(path)
+    if is_remote(path):
+        with rasterio.Env(**GDAL_ENV, **remote_env()):
+            try:
+                ds = rasterio.open(gdal_name(path), **kwargs)
+            except RasterioIOError as exc:
+                raise open_error(path, _short(exc)) from None
+            yield ds
+        return
     with rasterio.Env(**GDAL_ENV):
         try:
             ds = rasterio.open(path, **kwargs)
@@ -174,6 +184,16 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
     what a tile decodes). Handles are keyed by path and file identity (size, mtime),
     so a rewritten file is reopened, and at most :data:`KEPT_HANDLES` stay open per thread.
     """
+    remote = is_remote(path)
+    streaming = getattr(_KEPT, "cache_bytes", 0) > 0  # set_read_cache: a time stack's reads
+    if remote and streaming:
+        # A stream (a time stack) reads each block once: a remote file is opened afresh for each
+        # tile, because on a kept handle GDAL takes the next tile's block for a sequential read and
+        # fetches twice as many bytes ahead (measured: 1.5x the bytes the windows need). Reopening
+        # costs no request: the header stays in GDAL's process-wide cache (CPL_VSIL_CURL_CACHE_SIZE).
+        with open_read(path) as ds:
+            yield ds
+        return
     kept: OrderedDict[tuple[str, tuple[int, int], int], Any] | None = getattr(_KEPT, "handles", None)
     if kept is None:
         kept = _KEPT.handles = OrderedDict()
@@ -183,8 +203,11 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
         with open_read_unclosed(path) as opened:
             ds = opened
     cache = getattr(_KEPT, "cache_bytes", 0)
+    env = GDAL_ENV if not cache else {**GDAL_ENV, "GDAL_CACHEMAX": cache}
+    if remote:  # kept for the blocks a halo shares with the previous tile; reads fetch, so the HTTP settings apply
+        env = {**env, **remote_env()}
     try:
-        with rasterio.Env(**(GDAL_ENV if not cache else {**GDAL_ENV, "GDAL_CACHEMAX": cache})):
+        with rasterio.Env(**env):
             yield ds
     except BaseException:
         ds.close()

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,11 @@ import numpy as np
 from tilewise.errors import OutputError, UsageError
 from tilewise.executors import Executor
 from tilewise.grid import Grid
+from tilewise.io import write_array
 from tilewise.job import Job, RasterizeSpec
 from tilewise.manifest import Manifest, write_json_atomic
 from tilewise.ops.rasterize import PixelGrid, RasterStatSpec, check_stats, compute_stats, empty_value, merge_children, properties_of, resampling_of
-from tilewise.rasterfile import write_raster_file
+from tilewise.rasterfile import open_read
 from tilewise.runner import Event, ProgressFn, RunSummary, _Phase, _run_phase, raise_if_failed, start_run
 from tilewise.tms import Level, TileSet, get_tile_set, touched_tiles
 
@@ -64,7 +64,7 @@ class Encoding:
     predictor: int | None
 
     def profile(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"driver": "GTiff", "dtype": "float32", "nodata": self.nodata, "tiled": True, "blockxsize": 256, "blockysize": 256}
+        p: dict[str, Any] = {"blockxsize": 256, "blockysize": 256}
         if self.compress != "none":
             p["compress"] = self.compress
             p["predictor"] = self.predictor or 3
@@ -80,32 +80,18 @@ def write_stat_tile(path: str, data: np.ndarray, grid: Grid, names: Sequence[str
     valid = ~np.isnan(out) if np.isnan(nodata) else out != nodata
     if not np.isnan(nodata):
         out = np.where(np.isnan(out), nodata, out)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-
-    def fill(ds: Any) -> None:
-        ds.write(out)
-        for i, name in enumerate(names, start=1):
-            ds.set_band_description(i, name)
-
-    try:
-        write_raster_file(tmp, fill, width=grid.width, height=grid.height, count=out.shape[0], crs=grid.crs, transform=grid.transform, **enc.profile())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    size = write_array(path, out, grid, float(nodata), names, enc.profile())
     bands = []
     for b in range(out.shape[0]):
         v = out[b][valid[b]].astype(np.float64)
         bands.append([float(v.min()), float(v.max()), float(v.mean()), float(v.sum())] if v.size else None)
-    return {"path": str(p), "size": p.stat().st_size, "checksum": f"{zlib.crc32(np.ascontiguousarray(out).data):08x}", "bands": bands}
+    return {"path": str(path), "size": size, "bands": bands}
 
 
 def read_stat_tile(path: str, nodata: float) -> np.ndarray:
     """A tile's bands as float64 with nodata as NaN."""
-    import rasterio
-
-    with rasterio.open(path) as ds:
+    with open_read(path) as ds:
         a = ds.read().astype(np.float64)
     if not np.isnan(nodata):
         a[a == np.float32(nodata)] = np.nan

@@ -15,6 +15,7 @@ from pathlib import Path
 from tilewise.errors import InputError, UsageError
 from tilewise.grid import Grid
 from tilewise.rasterfile import check_readable, grid_of, open_read
+from tilewise.remote import is_remote, remote_identity
 
 # Names users give red and NIR bands in band descriptions (Sentinel-2 and generic).
 BAND_ALIASES: dict[str, tuple[str, ...]] = {
@@ -85,7 +86,13 @@ class BandRef:
 
 
 def file_identity(path: str) -> tuple[int, int]:
-    """Return (size, mtime_ns) of a local file, or (0, 0) for non-file GDAL names."""
+    """Return what identifies an input's contents, so that a changed input changes a job's fingerprint.
+
+    (size, mtime_ns) of a local file; (size, version) of a remote one, from its ETag or
+    Last-Modified (:func:`tilewise.remote.remote_identity`); (0, 0) for other GDAL names.
+    """
+    if is_remote(path):
+        return remote_identity(path)
     try:
         st = os.stat(path)
     except OSError:
