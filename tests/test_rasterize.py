@@ -553,3 +553,18 @@ def test_like_job_sees_a_reference_replaced_at_the_same_path(tmp_path: Path) -> 
     assert not again.already_complete
     with rasterio.open(out) as ds:
         assert ds.transform.c == 497_950.0
+
+
+def test_planning_a_like_job_stages_nothing(tmp_path: Path) -> None:
+    """Only a run (under the work directory's lock) stages: status and batch workers plan without side effects."""
+    from affine import Affine
+
+    from tilewise.job import plan_job
+
+    src = _write_layer(tmp_path / "u.gpkg", _polygons(20, 18, center=(500_000.0, 7_700_000.0), spread=1000.0, size=40.0), crs="EPSG:32606")
+    ref = write_raster(tmp_path / "ref.tif", np.zeros((1, 300, 300), np.uint8), crs="EPSG:32606", transform=Affine(7.0, 0.0, 498_900.0, 0.0, -7.0, 7_701_100.0))
+    job = rasterize_job([str(src)], str(tmp_path / "o.tif"), like=str(ref), stats=["count"], executor="serial")
+    plan_job(job)
+    assert not (job.workdir / "staged").exists()
+    rasterize([str(src)], str(tmp_path / "o.tif"), like=str(ref), stats=["count"], executor="serial")
+    assert (job.workdir / "staged" / "meta.json").exists()

@@ -7,16 +7,15 @@ overviews, assembly, resume and every executor work as for any other job.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from tilewise.errors import UsageError
 from tilewise.grid import Grid
 from tilewise.job import ItemPlan, Job, Plan, RasterizeSpec, check_nodata_fits, fingerprint
-from tilewise.manifest import write_json_atomic
 from tilewise.ops.rasterize import LIKE_BLOCK, PixelGrid, RasterizeOp, check_stats, properties_of
 from tilewise.rasterfile import grid_of, open_read
+from tilewise.sources.vector import StagingSpec
 from tilewise.tiling import Tiling, choose_tile_shape
 
 STAGED = "staged"
@@ -36,7 +35,7 @@ def like_grid(path: str) -> Grid:
 
 
 def plan_rasterize_like(job: Job, spec: RasterizeSpec) -> Plan:
-    """Stage the polygons (once) and plan the tiles of the ``like`` raster's grid."""
+    """Plan the tiles of the ``like`` raster's grid (the op stages the polygons when the run starts)."""
     assert spec.like is not None
     check_stats(spec.stats)
     from tilewise.rasterize_run import check_vectors, input_identities
@@ -55,30 +54,15 @@ def plan_rasterize_like(job: Job, spec: RasterizeSpec) -> Plan:
     tiling = Tiling.for_grid(grid, th, tw, halo=0)
     items = [ItemPlan(0, Path(job.items[0].output), {}, grid, tiling)]
     fp = fingerprint(job, identities, items)
-    staged = _stage_once(job, spec, grid, fp)
+    assert grid.crs is not None
+    workdir = job.workdir
+    # Staged by the run that holds the work directory's lock (RasterizeOp.prepare), not here: planning stays free of side effects.
+    staging = StagingSpec(tuple(spec.vectors), str(workdir / STAGED), str(workdir / STAGED_STAMP), fp, grid.crs, spec.id_column,
+                          tuple(properties_of(spec.stats)), spec.layer, str(workdir))  # fmt: skip
     t = grid.transform
-    op = RasterizeOp(spec.stats, str(staged), PixelGrid(t.c, t.f, t.a, -t.e), grid.height, grid.width)
+    op = RasterizeOp(spec.stats, staging.out_dir, PixelGrid(t.c, t.f, t.a, -t.e), grid.height, grid.width, staging=staging)
     nodata = job.output.nodata if job.output.nodata is not None else float("nan")
     check_nodata_fits(nodata, job.output.dtype)
     if job.output.dtype not in ("float32", "float64"):
         raise UsageError(f"--dtype {job.output.dtype} cannot hold coverage fractions and NaN", "rasterize writes float32 (default) or float64")
     return Plan(job, op, tuple(items), "float64", nodata, fp)
-
-
-def _stage_once(job: Job, spec: RasterizeSpec, grid: Grid, fp: str) -> Path:
-    """Stage into the work directory unless a staging of this very job is there (batch workers plan too)."""
-    from tilewise.sources.vector import stage_vectors
-
-    workdir = job.workdir
-    staged, stamp = workdir / STAGED, workdir / STAGED_STAMP
-    try:
-        if staged.exists() and json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == fp:
-            return staged
-    except (OSError, ValueError):
-        pass
-    workdir.mkdir(parents=True, exist_ok=True)
-    assert grid.crs is not None
-    report, _ = stage_vectors(spec.vectors, staged, crs=grid.crs, id_column=spec.id_column, properties=properties_of(spec.stats), layer=spec.layer,
-                              exclude=str(workdir))  # fmt: skip
-    write_json_atomic(stamp, {"fingerprint": fp, "report": report.as_dict(), "line": report.describe()})
-    return staged

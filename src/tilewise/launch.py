@@ -49,6 +49,7 @@ from tilewise.runner import (
     _with_space_needed,
     check_unowned_outputs,
     output_done,
+    prepare_op,
     raise_if_failed,
 )
 from tilewise.status import describe_failure, load_job_at
@@ -180,6 +181,7 @@ class RasterWork:
 
     def prepare(self, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
         state = _prepare_workdir(self.job, self.plan, workdir, manifest, overwrite)
+        prepare_op(self.plan)
         items_done = _items_done(self.plan, state)
         _make_dirs(workdir, [it for it in self.plan.items if it.index not in items_done])
         return state

@@ -128,6 +128,7 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     manifest = Manifest(workdir)
     try:
         done = _prepare_workdir(job, plan, workdir, manifest, overwrite)
+        prepare_op(plan)
         summary = _run(job, plan, workdir, manifest, done, executor, emit)
     except DiskFullError as exc:
         raise _with_space_needed(exc, job, plan) from None
@@ -157,6 +158,13 @@ def start_run(job: Job, executor: Executor | None) -> tuple[Executor, WorkLock]:
             executor.close()
         raise
     return executor, lock
+
+
+def prepare_op(plan: Plan) -> None:
+    """Let the op set up what its tasks read (rasterize --like stages its polygons), under the work directory's lock."""
+    prepare = getattr(plan.op, "prepare", None)
+    if prepare is not None:
+        prepare()
 
 
 def check_unowned_outputs(job: Job, plan: Plan, overwrite: bool) -> None:

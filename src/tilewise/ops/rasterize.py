@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from tilewise.errors import UsageError
+
+if TYPE_CHECKING:
+    from tilewise.sources.vector import StagingSpec
 
 KINDS = ("count", "count-intersects", "coverage", "coverage-union")
 AGGS = ("sum", "mean", "min", "max", "count", "median")
@@ -255,6 +258,14 @@ class RasterizeOp:
     halo: int = 0
     inputs: tuple[str, ...] = ()
     generates: bool = True
+    staging: StagingSpec | None = None
+
+    def prepare(self) -> None:
+        """Stage the polygons for the run (the runner calls this under the work directory's lock)."""
+        if self.staging is not None:
+            from tilewise.sources.vector import stage_once
+
+            stage_once(self.staging)
 
     @property
     def band_names(self) -> tuple[str, ...]:

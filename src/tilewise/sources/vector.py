@@ -493,3 +493,35 @@ class Staged:
 @functools.lru_cache(maxsize=4)
 def _open_staged(path: str, stamp: int) -> Staged:
     return Staged(path)
+
+
+@dataclass(frozen=True)
+class StagingSpec:
+    """What :func:`stage_once` stages where, and the job fingerprint that says whether a staging there is current."""
+
+    vectors: tuple[str, ...]
+    out_dir: str
+    stamp: str
+    fingerprint: str
+    crs: str
+    id_column: str | None
+    properties: tuple[str, ...]
+    layer: str | None
+    exclude: str | None
+
+
+def stage_once(spec: StagingSpec) -> dict[str, Any]:
+    """Stage unless a staging of this very job (same fingerprint) is there; return its report."""
+    from tilewise.manifest import write_json_atomic
+
+    try:
+        saved = json.loads(Path(spec.stamp).read_text(encoding="utf-8"))
+        if Path(spec.out_dir).exists() and saved.get("fingerprint") == spec.fingerprint:
+            return dict(saved.get("report", {}))
+    except (OSError, ValueError):
+        pass
+    Path(spec.out_dir).parent.mkdir(parents=True, exist_ok=True)
+    report, _ = stage_vectors(spec.vectors, spec.out_dir, crs=spec.crs, id_column=spec.id_column, properties=spec.properties, layer=spec.layer,
+                              exclude=spec.exclude)  # fmt: skip
+    write_json_atomic(Path(spec.stamp), {"fingerprint": spec.fingerprint, "report": report.as_dict(), "line": report.describe()})
+    return report.as_dict()
