@@ -91,10 +91,25 @@ class FocalSpec(_Model):
     mosaic: bool = False
 
 
+class StacSpec(_Model):
+    """A STAC search whose items are a stack's members (see :mod:`tilewise.sources.stac`)."""
+
+    source: str  # a STAC API root, or a static catalog / collection / item collection JSON
+    asset: str
+    collections: tuple[str, ...] = ()
+    datetime: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # longitude/latitude
+    query: tuple[str, ...] = ()
+
+
 class StackSpec(_Model):
-    """A dated stack: where its members are, how their dates are found, and which dates are used."""
+    """A dated stack: where its members are, how their dates are found, and which dates are used.
+
+    With ``stac`` the members are the items of a STAC search (``sources`` then holds the STAC source).
+    """
 
     sources: tuple[str, ...]
+    stac: StacSpec | None = None
     date_pattern: str | None = None
     dates: str | None = None  # sidecar file of dates, or "metadata", for the bands of one file
     variable: str | None = None  # netCDF variable with a time axis
@@ -158,7 +173,11 @@ class Job(_Model):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         """The parts of the job that decide output bytes."""
-        return self.model_dump(mode="json", exclude={"executor", "keep_tiles"})
+        payload = self.model_dump(mode="json", exclude={"executor", "keep_tiles"})
+        stack = (payload.get("reduce") or {}).get("stack") or {}
+        if stack.get("stac", 0) is None:
+            del stack["stac"]  # jobs without STAC keep the fingerprints they had before the field existed
+        return payload
 
     @property
     def workdir(self) -> Path:

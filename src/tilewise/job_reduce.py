@@ -20,7 +20,7 @@ from tilewise.grid import Grid, Window
 from tilewise.job import ItemPlan, Job, Plan, ReduceSpec, StackSpec, check_nodata_fits, default_nodata, fingerprint
 from tilewise.ops.reduce import GROUPBYS, SEASONS, STATS, Group, ReduceOp, holds_column, is_stat
 from tilewise.sources.raster import RESAMPLINGS, BandRef
-from tilewise.sources.stack import Member, Stack, bbox_window, open_stack, select
+from tilewise.sources.stack import Member, Stack, bbox_window, open_dated, open_stack, select
 from tilewise.tiling import Tiling, choose_tile_shape
 
 # A median/percentile tile holds (dates x tile pixels) float64 values: keep that under this.
@@ -53,8 +53,15 @@ def resolve_stack(spec: StackSpec, align: bool = False) -> tuple[Stack, tuple[in
 
     With ``align`` members on other grids are allowed (they are resampled onto the first one's).
     """
-    stack = open_stack(list(spec.sources), date_pattern=spec.date_pattern, dates=spec.dates, variable=spec.variable, duplicates=spec.duplicates,
-                       align=align)  # fmt: skip
+    if spec.stac is not None:
+        from tilewise.sources.stac import search_stac
+
+        s = spec.stac
+        hits = search_stac(s.source, s.collections, s.datetime, s.bbox, s.query, s.asset)
+        stack = open_dated([(h.date, h.href, h.item_id) for h in hits], duplicates=spec.duplicates, align=align)
+    else:
+        stack = open_stack(list(spec.sources), date_pattern=spec.date_pattern, dates=spec.dates, variable=spec.variable, duplicates=spec.duplicates,
+                           align=align)  # fmt: skip
     stack = select(stack, start=spec.start, end=spec.end, months=list(spec.months) if spec.months else None, every=spec.every)
     full = (0, 0, stack.grid.height, stack.grid.width)
     return stack, bbox_window(stack.grid, spec.bbox, spec.bbox_crs) if spec.bbox is not None else full
@@ -135,6 +142,8 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
     item = job.items[0]
     items = [ItemPlan(0, Path(item.output), refs, grid, Tiling.for_grid(grid, th, tw, halo=0))]
     identities = [{n: [r.path, r.band, list(r.identity)] for n, r in refs.items()}]
+    if spec.stack.stac is not None:  # a STAC member's date and item id come from the catalog, not from its file: both decide the output
+        identities[0] = {n: [*v, names[n].label, names[n].date.isoformat()] for n, v in identities[0].items()}
     nodata = job.output.nodata if job.output.nodata is not None else default_nodata(job.output.dtype, {"t": ref0})
     check_nodata_fits(nodata, job.output.dtype)
     if spec.stat == "argmax-date" and np.dtype(job.output.dtype).kind == "f" and np.dtype(job.output.dtype).itemsize < 8:

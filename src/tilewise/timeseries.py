@@ -13,22 +13,34 @@ from typing import Any
 
 from tilewise.api import _finish, _short_repr, _validated_common, build_job, executor_options, option_error
 from tilewise.errors import UsageError
-from tilewise.job import InputSpec, ItemSpec, Job, ReduceSpec, StackSpec
+from tilewise.job import InputSpec, ItemSpec, Job, ReduceSpec, StackSpec, StacSpec
 from tilewise.runner import ProgressFn, run_job
 
 DUPLICATES = ("error", "first", "last", "mean")
-STACK_OPTIONS = ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs")
+STACK_OPTIONS = ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs",
+                 "stac", "collection", "datetime", "stac_bbox", "query", "asset")  # fmt: skip
 
 
 def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None, dates: str | None = None, variable: str | None = None,
                duplicates: str = "error", start: str | None = None, end: str | None = None, months: Sequence[int] | str | None = None,
-               every: int | None = None, bbox: Sequence[float] | str | None = None, bbox_crs: str | None = None) -> StackSpec:  # fmt: skip
-    """Check and build the stack description shared by ``reduce`` and ``stats``."""
+               every: int | None = None, bbox: Sequence[float] | str | None = None, bbox_crs: str | None = None,
+               stac: str | None = None, collection: str | Sequence[str] | None = None, datetime: str | None = None,
+               stac_bbox: Sequence[float] | str | None = None, query: str | Sequence[str] | None = None, asset: str | None = None) -> StackSpec:  # fmt: skip
+    """Check and build the stack description shared by ``reduce`` and ``stats``.
+
+    With ``stac`` (a STAC API URL or a catalog / item collection file) the members are the items
+    that ``collection``, ``datetime``, ``stac_bbox`` (lon/lat) and ``query`` select, read from their
+    ``asset``; ``sources`` must then be empty (see :mod:`tilewise.sources.stac`).
+    """
     from pydantic import ValidationError
 
-    srcs = [sources] if isinstance(sources, str) else list(sources)
+    srcs = [sources] if isinstance(sources, str) else list(sources or [])
+    stac_spec = _stac_spec(srcs, date_pattern, dates, variable, stac, collection, datetime, stac_bbox, query, asset)
+    if stac_spec is not None:
+        srcs = [stac_spec.source]
     if not srcs:
-        raise UsageError("no stack given", "name a folder, a glob or files, e.g. 'chirps/*.tif' --date-pattern 'chirps_pr_%Y%m%d.tif'")
+        raise UsageError("no stack given", "name a folder, a glob or files, e.g. 'chirps/*.tif' --date-pattern 'chirps_pr_%Y%m%d.tif', "
+                         "or STAC items with --stac URL_OR_FILE --asset NAME")  # fmt: skip
     if duplicates not in DUPLICATES:
         raise UsageError(f"--duplicates {duplicates!r} is not a policy", f"use one of {', '.join(DUPLICATES)}")
     if isinstance(months, str):
@@ -46,11 +58,49 @@ def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None,
     if bbox is not None and len(bbox) != 4:
         raise UsageError(f"--bbox {_short_repr(bbox)} is not minx,miny,maxx,maxy", "e.g. --bbox 20,-35,52,38")
     try:
-        return StackSpec(sources=tuple(srcs), date_pattern=date_pattern, dates=dates, variable=variable, duplicates=duplicates, start=start,
+        return StackSpec(sources=tuple(srcs), stac=stac_spec, date_pattern=date_pattern, dates=dates, variable=variable, duplicates=duplicates, start=start,
                          end=end, months=tuple(months) if months else None, every=every,
                          bbox=tuple(float(v) for v in bbox) if bbox is not None else None, bbox_crs=bbox_crs)  # type: ignore[arg-type]  # fmt: skip
     except ValidationError as exc:
         raise option_error(exc) from None
+
+
+def _stac_spec(srcs: list[str], date_pattern: str | None, dates: str | None, variable: str | None, stac: str | None,
+               collection: str | Sequence[str] | None, datetime: str | None, stac_bbox: Sequence[float] | str | None,
+               query: str | Sequence[str] | None, asset: str | None) -> StacSpec | None:  # fmt: skip
+    """The STAC part of a stack (checked), or None when no ``stac`` source is given."""
+    collections = [collection] if isinstance(collection, str) else list(collection or [])
+    queries = [query] if isinstance(query, str) else list(query or [])
+    if stac is None:
+        given = [n for n, v in (("--collection", collections), ("--datetime", datetime), ("--stac-bbox", stac_bbox), ("--query", queries),
+                                ("--asset", asset)) if v]  # fmt: skip
+        if given:
+            raise UsageError(f"{given[0]} is given without --stac", "add --stac URL_OR_FILE (a STAC API or catalog), or leave the STAC options out")
+        return None
+    if srcs:
+        raise UsageError(f"--stac {stac!r} and stack files ({_short_repr(srcs[0])}) cannot be combined", "give the stack either as files or as a STAC source")
+    for name, value in (("--date-pattern", date_pattern), ("--dates", dates), ("--variable", variable)):
+        if value is not None:
+            raise UsageError(f"{name} cannot be used with --stac", "a STAC item's date is its datetime property; leave the option out")
+    if not asset:
+        raise UsageError("--stac needs --asset NAME", "name the asset of each item to read, e.g. --asset B04 (the keys of an item's 'assets')")
+    from tilewise.sources.stac import parse_datetime, parse_query
+    from tilewise.sources.stack import parse_bbox
+
+    for q in queries:
+        parse_query(q)
+    if datetime:
+        parse_datetime(datetime)
+    try:
+        box = parse_bbox(stac_bbox) if isinstance(stac_bbox, str) else None
+    except UsageError as exc:
+        raise UsageError(f"--stac-{exc.message}", "give --stac-bbox minx,miny,maxx,maxy in longitude/latitude, e.g. --stac-bbox 10,45,12,47") from None
+    if box is None and stac_bbox is not None and not isinstance(stac_bbox, str):
+        box = tuple(float(v) for v in stac_bbox)  # type: ignore[assignment]
+    if box is not None and len(box) != 4:
+        raise UsageError(f"--stac-bbox {_short_repr(stac_bbox)} is not minx,miny,maxx,maxy", "e.g. --stac-bbox 10,45,12,47 (longitude/latitude)")
+    return StacSpec(source=stac, asset=asset, collections=tuple(collections), datetime=datetime or None,
+                    bbox=box, query=tuple(queries))  # fmt: skip
 
 
 def reduce_job(sources: str | Sequence[str], output: str, *, stat: str = "mean", groupby: str = "all", expr: str = "",
@@ -92,7 +142,7 @@ def reduce(sources: str | Sequence[str], output: str, *, stat: str = "mean", gro
         As for :func:`tilewise.ndvi`.
     **options
         Stack options (date_pattern, dates, variable, duplicates, start, end, months,
-        every, bbox, bbox_crs) and the shared job options (dtype, nodata, tile_size, executor ...).
+        every, bbox, bbox_crs; or stac, collection, datetime, stac_bbox, query, asset) and the shared job options (dtype, nodata, tile_size, executor ...).
 
     Returns
     -------

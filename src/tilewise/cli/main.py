@@ -344,6 +344,15 @@ def stack_options(f: F) -> F:
         click.option("--every", type=int, default=None, metavar="N", help="Every Nth date of the selection."),
         click.option("--bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="Only this box (in the stack's CRS, or --bbox-crs)."),
         click.option("--bbox-crs", default=None, help="CRS of --bbox, e.g. EPSG:4326."),
+        click.option("--stac", default=None, metavar="URL|FILE",
+                     help="Stack from STAC items instead of files: a STAC API root URL, or a static catalog / collection / item collection JSON."),
+        click.option("--collection", multiple=True, metavar="C", help="With --stac: only items of this collection (repeatable)."),
+        click.option("--datetime", default=None, metavar="A/B",
+                     help="With --stac: items dated in this interval (inclusive; YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339; '..' for an open end)."),
+        click.option("--stac-bbox", default=None, metavar="MINX,MINY,MAXX,MAXY", help="With --stac: items whose bbox meets this box (longitude/latitude)."),
+        click.option("--query", multiple=True, metavar="PROP<V",
+                     help="With --stac: a property filter, e.g. 'eo:cloud_cover<20' (< <= > >= = !=; repeatable, all must hold)."),
+        click.option("--asset", default=None, metavar="NAME", help="With --stac: the asset of each item to read (one band per item)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -351,11 +360,15 @@ def stack_options(f: F) -> F:
 
 
 def _stack_kw(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: kw.pop(k) for k in ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs")}
+    out = {k: kw.pop(k) for k in ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs",
+                                  "stac", "datetime", "stac_bbox", "asset")}  # fmt: skip
+    out["collection"] = list(kw.pop("collection", ()) or ())
+    out["query"] = list(kw.pop("query", ()) or ())
+    return out
 
 
 @cli.command()
-@click.argument("stack", nargs=-1, required=True, metavar="STACK...")
+@click.argument("stack", nargs=-1, required=False, metavar="[STACK...]")
 @click.option("-o", "--output", required=True, help="Output .tif, one band per group.")
 @click.option("--stat", default="mean", show_default=True, help="mean, sum, count, std, min, max, median, pNN (e.g. p90) or argmax-date.")
 @click.option("--groupby", type=click.Choice(["all", "month", "season", "year"]), default="all", show_default=True, help="One output band per group.")
@@ -370,6 +383,7 @@ def reduce(ctx: click.Context, stack: tuple[str, ...], output: str, stat: str, g
     tilewise reduce chirps/ --date-pattern 'chirps_pr_%Y%m%d.tif' -o mean.tif
     tilewise reduce himax/ --date-pattern 'himax.%Y.%m.%d.tif' --expr 't * 9 / 5 + 32' --groupby month -o monthly_F.tif
     tilewise reduce era5/ --date-pattern 'era5_%Y%m%d.tif' --stat p90 --months 6,7,8 -o p90_summer.tif
+    tilewise reduce --stac https://stac.example.org/v1 --collection s1 --datetime 2021-06 --asset vv -o vv_mean.tif
     """
     from tilewise.timeseries import reduce_job
 
@@ -382,7 +396,7 @@ def reduce(ctx: click.Context, stack: tuple[str, ...], output: str, stat: str, g
 
 
 @cli.command()
-@click.argument("stack", nargs=-1, required=True, metavar="STACK...")
+@click.argument("stack", nargs=-1, required=False, metavar="[STACK...]")
 @click.option("-o", "--output", required=True, help="Table to write: .csv or .parquet.")
 @click.option("--expr", default="", metavar="EXPR", help="Applied to each pixel first, in the variable t, e.g. 't * 9 / 5 + 32'.")
 @click.option("--area-weighted/--no-area-weighted", default=None, help="Add the area-weighted mean (default: on geographic grids).")
@@ -398,6 +412,7 @@ def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, ar
 
     \b
     tilewise stats himax/ --date-pattern 'himax.%Y.%m.%d.tif' --expr 't * 9 / 5 + 32' -o daily.csv --plot daily.png
+    tilewise stats --stac catalog.json --datetime 2021-01/2021-06 --query 'eo:cloud_cover<20' --asset B04 -o b04.csv
     """
     from tilewise.timeseries import stats as run_stats
 

@@ -555,6 +555,40 @@ def open_stack(
     return _finish(items, duplicates, align, skipped)
 
 
+def open_dated(members: Sequence[tuple[dt.datetime, str, str]], *, duplicates: str = "error", align: bool = False) -> Stack:
+    """A :class:`Stack` of single-band files whose dates are given (e.g. the items of a STAC search).
+
+    Parameters
+    ----------
+    members
+        ``(date, path, label)`` per file: a naive UTC date, a path or URL, and how
+        messages name it (a STAC item id).
+    duplicates, align
+        As for :func:`open_stack`.
+
+    Raises
+    ------
+    UsageError
+        No members, an unknown duplicates policy, duplicate dates under ``"error"``.
+    InputError
+        A missing or unreadable file, a file with other than one band, differing nodata.
+    GridMismatchError
+        Members on different grids (and ``align`` is False).
+    """
+    if not members:
+        raise UsageError("no stack members given", "give at least one dated file")
+    if duplicates not in DUPLICATE_POLICIES:
+        raise UsageError(f"unknown duplicates policy {duplicates!r}", f"use one of: {', '.join(DUPLICATE_POLICIES)}")
+    items = []
+    for date, path, label in members:
+        info = _probe(path, path)
+        if info["count"] != 1:
+            raise InputError(f"{label} ({_shorten(path)!r}) has {info['count']} bands, but a stack of files takes one band per file",
+                             "pick an asset holding one band per item")  # fmt: skip
+        items.append(_item_of(info, date, path, 1, label, file_identity(path)))
+    return _finish(items, duplicates, align, ())
+
+
 def _items_from_files(srcs: list[str], date_pattern: str, variable: str | None) -> tuple[list[_Item], tuple[str, ...]]:
     regex = compile_date_pattern(date_pattern)
     for s in srcs:
