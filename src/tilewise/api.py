@@ -121,7 +121,7 @@ ENGINE_OPTIONS = ("tiles_per_task", "threads_per_worker", "memory_limit", "sched
                   "workers_per_node", "parts", "max_running", "interface")  # fmt: skip
 RESOURCE_OPTIONS = ("partition", "account", "time", "cpus_per_task", "mem_per_cpu", "mem", "nodes", "sbatch_args", "modules", "setup")
 OPTION_NAMES = frozenset({"dtype", "nodata", "compress", "level", "predictor", "creation_options", "overviews", "tile_size",
-                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles", *ENGINE_OPTIONS, *RESOURCE_OPTIONS})
+                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles", "s3_endpoint", *ENGINE_OPTIONS, *RESOURCE_OPTIONS})
 
 
 def check_executor(name: Any, workers: Any) -> None:
@@ -151,13 +151,32 @@ def _common(options: Mapping[str, Any]) -> dict[str, Any]:
         level=options.get("level"), predictor=options.get("predictor"), creation_options=dict(co),
         overviews=options.get("overviews", True),
     )
+    s3_endpoint = _s3_endpoint(options.get("s3_endpoint"))
     return {
+        "s3_endpoint": s3_endpoint,
         "output": out,
         "tile_size": options.get("tile_size"),
         "align": options.get("align"),
         "executor": executor_options(options),
         "keep_tiles": bool(options.get("keep_tiles", False)),
     }
+
+
+def _s3_endpoint(value: Any) -> str | None:
+    """Check ``s3_endpoint`` (``--s3-endpoint``) and use it for the reads made while the job is built."""
+    from tilewise.remote import check_s3_endpoint, use_s3_endpoint
+
+    if value is None or value == "":
+        use_s3_endpoint(None)
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"--s3-endpoint {_short_repr(value)} is not a URL", "give http(s)://HOST[:PORT], e.g. --s3-endpoint https://a3s.fi")
+    try:
+        url = check_s3_endpoint(value)
+    except ValueError as exc:
+        raise UsageError(*str(exc).split("; ", 1)) from None
+    use_s3_endpoint(url)
+    return url
 
 
 def executor_options(options: Mapping[str, Any], base: ExecutorOptions | None = None) -> ExecutorOptions:
@@ -468,7 +487,8 @@ def ndvi(
         Return ``xarray.DataArray`` (s) loaded from the outputs instead of paths.
     **options
         tile_size, executor, workers, retries, fail_fast, dtype, nodata, compress,
-        level, predictor, creation_options, overviews, align, keep_tiles.
+        level, predictor, creation_options, overviews, align, keep_tiles, s3_endpoint
+        (``http(s)://HOST[:PORT]`` of an S3-compatible store for ``s3://`` inputs).
 
     Returns
     -------

@@ -165,6 +165,17 @@ class Job(_Model):
     output_root: str
     batch: bool = False
     keep_tiles: bool = False
+    # Endpoint of an S3-compatible store for s3:// inputs (--s3-endpoint); saved with the job so that
+    # every process planning or running it reads from the same store. Not in the fingerprint: where
+    # the bytes are fetched from does not decide the output, each input's identity (size, ETag) does.
+    s3_endpoint: str | None = None
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, v: str | None) -> str | None:
+        from tilewise.remote import check_s3_endpoint
+
+        return check_s3_endpoint(v) if v else None
 
     @property
     def tile_set(self) -> bool:
@@ -173,7 +184,7 @@ class Job(_Model):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         """The parts of the job that decide output bytes."""
-        payload = self.model_dump(mode="json", exclude={"executor", "keep_tiles"})
+        payload = self.model_dump(mode="json", exclude={"executor", "keep_tiles", "s3_endpoint"})
         stack = (payload.get("reduce") or {}).get("stack") or {}
         if stack.get("stac", 0) is None:
             del stack["stac"]  # jobs without STAC keep the fingerprints they had before the field existed
@@ -282,6 +293,9 @@ def default_nodata(dtype: str, refs: dict[str, BandRef]) -> float:
 
 def plan_job(job: Job) -> Plan:
     """Resolve every input of ``job``, check grids and names, cut tiles."""
+    from tilewise.remote import use_s3_endpoint
+
+    use_s3_endpoint(job.s3_endpoint)  # this process reads the job's S3 inputs from its store
     if job.focal is not None:
         from tilewise.job_focal import plan_focal
 

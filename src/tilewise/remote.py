@@ -79,9 +79,13 @@ HTTP_ENV: dict[str, str] = {
 }
 
 _CREDENTIALS = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (AWS_NO_SIGN_REQUEST=YES for a public bucket; "
-                "AWS_S3_ENDPOINT for an S3-compatible store such as MinIO or Allas)")  # fmt: skip
+                "--s3-endpoint URL for an S3-compatible store such as MinIO or Allas)")  # fmt: skip
 
-_UNREACHABLE = "check the host name and port (AWS_S3_ENDPOINT for an S3 store) and any proxy (https_proxy, GDAL_HTTP_PROXY)"
+_UNREACHABLE = "check the host name and port (--s3-endpoint for an S3 store) and any proxy (https_proxy, GDAL_HTTP_PROXY)"
+
+# S3 error codes and messages (AWS, MinIO, Ceph, moto) of a request refused for its credentials.
+_S3_REFUSED = (r"AccessDenied|Forbidden|InvalidAccessKeyId|SignatureDoesNotMatch|InvalidToken|ExpiredToken|signature we calculated does not match|"
+               r"Access Key Id you provided does not exist|security token included in the request is invalid")  # fmt: skip
 
 HEAD_TIMEOUT_S = 10.0
 HEAD_ATTEMPTS = 3
@@ -135,13 +139,89 @@ def remote_env() -> dict[str, str]:
 
     An environment variable the user set (``GDAL_HTTP_MAX_RETRY=10``,
     ``VSI_CACHE=FALSE``) wins: GDAL reads it when tilewise passes no value for it.
+    The S3 endpoint of the job (:func:`use_s3_endpoint`) is added: its host and
+    scheme replace ``AWS_S3_ENDPOINT`` and ``AWS_HTTPS`` of the environment (the
+    option is the more specific request), ``AWS_VIRTUAL_HOSTING=FALSE`` is a default.
 
     Returns
     -------
     dict[str, str]
         Options for ``rasterio.Env``.
     """
-    return {k: v for k, v in HTTP_ENV.items() if k not in os.environ}
+    env = {k: v for k, v in HTTP_ENV.items() if k not in os.environ}
+    if _S3_ENDPOINT is not None:
+        env.update({k: v for k, v in s3_endpoint_env(_S3_ENDPOINT).items() if k != "AWS_VIRTUAL_HOSTING" or k not in os.environ})
+    return env
+
+
+# The S3 endpoint of the job this process works on (Job.s3_endpoint), or None: GDAL's own
+# settings (AWS_S3_ENDPOINT of the environment, else AWS) apply.
+_S3_ENDPOINT: str | None = None
+
+
+def check_s3_endpoint(url: str) -> str:
+    """Check an S3 endpoint URL (``--s3-endpoint``) and return it normalised (no trailing slash).
+
+    Parameters
+    ----------
+    url
+        ``http(s)://host[:port]``, e.g. ``https://a3s.fi`` or ``http://127.0.0.1:9000``.
+
+    Returns
+    -------
+    str
+        The URL with a lower-case scheme and no trailing ``/``.
+
+    Raises
+    ------
+    ValueError
+        The URL has no http(s) scheme or host, or has a path, query or credentials.
+    """
+    text = str(url).strip()
+    parts = urllib.parse.urlsplit(text)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.path.strip("/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"--s3-endpoint {text!r} is not an endpoint URL; give http(s)://HOST[:PORT], e.g. --s3-endpoint https://a3s.fi")
+    return f"{scheme}://{parts.netloc}"
+
+
+def s3_endpoint_env(url: str) -> dict[str, str]:
+    """The GDAL options that send ``/vsis3/`` requests to the S3-compatible store at ``url``.
+
+    Parameters
+    ----------
+    url
+        An endpoint URL accepted by :func:`check_s3_endpoint`.
+
+    Returns
+    -------
+    dict[str, str]
+        ``AWS_S3_ENDPOINT`` (host[:port]), ``AWS_HTTPS`` (YES for https, NO for http)
+        and ``AWS_VIRTUAL_HOSTING=FALSE`` (path-style requests: ``host/bucket/key``,
+        which every S3-compatible store answers, with no DNS name per bucket).
+    """
+    parts = urllib.parse.urlsplit(check_s3_endpoint(url))
+    return {"AWS_S3_ENDPOINT": parts.netloc, "AWS_HTTPS": "YES" if parts.scheme == "https" else "NO", "AWS_VIRTUAL_HOSTING": "FALSE"}
+
+
+def use_s3_endpoint(url: str | None) -> None:
+    """Set the S3 endpoint this process's remote reads use (None: GDAL's own settings).
+
+    Called where a job is planned (:func:`tilewise.job.plan_job`, in every process
+    that plans it) and by each task before it reads (tasks carry the endpoint to
+    workers of any executor), so the value reaches processes, Dask and SLURM workers.
+
+    Parameters
+    ----------
+    url
+        An endpoint URL (:func:`check_s3_endpoint`), or None.
+    """
+    global _S3_ENDPOINT
+    _S3_ENDPOINT = check_s3_endpoint(url) if url else None
 
 
 def http_url(path: str) -> str | None:
@@ -260,10 +340,11 @@ def open_error(path: str, detail: str) -> InputError:
             reason = _reason(exc)
     else:  # S3 and the other object stores: GDAL's message tells
         status = int(m.group(1)) if m else None
+        # Refusals first: "The AWS Access Key Id you provided does not exist in our records" is a 403.
+        if status is None and re.search(_S3_REFUSED, detail, re.IGNORECASE):
+            status = 403
         if status is None and re.search(r"NoSuchKey|NoSuchBucket|does not exist|Not Found", detail):
             status = 404
-        if status is None and re.search(r"AccessDenied|Forbidden|InvalidAccessKeyId|SignatureDoesNotMatch", detail):
-            status = 403
         if status is None and re.search(r"not defined|credentials not filled|no credentials", detail, re.IGNORECASE):
             return InputError(f"no credentials to read input {path!r}", _CREDENTIALS)
         if status is None and re.search(r"CURL error|Could not resolve|Failed to connect|timed out", detail, re.IGNORECASE):

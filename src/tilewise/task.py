@@ -19,6 +19,7 @@ from tilewise.io import read_tile, to_output, write_tile
 from tilewise.ops.base import Operation, TileContext
 from tilewise.overviews import compute_levels, write_pyramid
 from tilewise.rasterfile import set_read_cache
+from tilewise.remote import use_s3_endpoint
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
 
@@ -41,6 +42,7 @@ class Task:
     ovr_factors: tuple[int, ...] = ()
     ovr_path: str = ""
     grid: Grid | None = None
+    s3_endpoint: str | None = None  # the job's --s3-endpoint, carried to the worker (remote.use_s3_endpoint)
 
     @property
     def pixels(self) -> int:
@@ -60,6 +62,7 @@ def run_task(task: Task) -> dict[str, Any]:
         statistics (valid count, min, max, sum) and read/compute/write seconds.
     """
     t0 = time.perf_counter()
+    use_s3_endpoint(task.s3_endpoint)
     work = np.dtype(task.work_dtype)
     read = task.tile.read
     if getattr(task.op, "streaming", False):

@@ -122,6 +122,9 @@ def job_options(f: F) -> F:
         click.option("--no-overviews", is_flag=True, help="Do not build overviews."),
         click.option("--align", default=None, metavar="RESAMPLING", help="Resample inputs on other grids onto the first input's grid (e.g. bilinear)."),
         click.option("--keep-tiles", is_flag=True, help="Keep the per-tile files in the work directory."),
+        click.option("--s3-endpoint", default=None, metavar="URL",
+                     help="S3-compatible store for s3:// inputs, e.g. https://a3s.fi or http://127.0.0.1:9000 (path-style; credentials from "
+                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -133,7 +136,8 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
     return {
         "tile_size": kw.pop("tile_size"), "dtype": kw.pop("dtype"), "nodata": kw.pop("nodata"), "compress": kw.pop("compress"),
         "level": kw.pop("level"), "predictor": kw.pop("predictor"), "creation_options": _parse_kv(kw.pop("creation_options"), "--co"),
-        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), **_executor_kw(kw),
+        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), "s3_endpoint": kw.pop("s3_endpoint"),
+        **_executor_kw(kw),
     }  # fmt: skip
 
 
