@@ -12,6 +12,7 @@ import sys
 import tarfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -387,3 +388,23 @@ def test_fetch_skips_when_installed(fetch: ModuleType, tmp_path: Path, monkeypat
     monkeypatch.setattr(fetch, "fetch_with_npm", boom)
     monkeypatch.setattr(fetch, "fetch_with_urllib", boom)
     assert fetch.main(["--dest", str(dest)]) == 0
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PNG that cannot be written for lack of space raises the run's DiskFullError (which stops a run), not a per-tile failure."""
+    import builtins
+    import errno
+
+    from tilewise.io import DiskFullError
+
+    real_open = builtins.open
+
+    def full_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if "x" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_open)
+    with pytest.raises(DiskFullError):
+        render_png(np.ones((4, 4)), np.ones((4, 4), bool), 0.0, 1.0, parse_palette("viridis"), tmp_path / "a.png")
+    assert not list(tmp_path.iterdir())

@@ -388,6 +388,11 @@ def _write_atomic(path: Path, write: Callable[[BinaryIO], object], *, fsync: boo
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        from tilewise.io import disk_full
+
+        full = disk_full(path, exc)
+        if full is not None:
+            raise full from None  # the run stops at once with one error naming the path and the space free
         raise OutputError(f"cannot write {str(path)!r} ({exc.strerror or exc})", "check free disk space and write permission") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
