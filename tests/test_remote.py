@@ -239,12 +239,12 @@ class Server:
             return list(json.loads(resp.read()))
 
 
-def write_cog(path: Path, data: np.ndarray, nodata: float, predictor: int) -> Path:
-    """A COG in 512-pixel DEFLATE blocks (with the overviews the COG driver adds)."""
+def write_cog(path: Path, data: np.ndarray, nodata: float, predictor: int, block: int = BLOCK) -> Path:
+    """A COG in ``block``-pixel DEFLATE blocks (with the overviews the COG driver adds); shared with the S3 and STAC tests."""
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = path.with_suffix(".plain.tif")
-    write_raster(plain, data, nodata=nodata, blocksize=BLOCK)
-    copy_raster(plain, path, "COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR=predictor)
+    write_raster(plain, data, nodata=nodata, blocksize=block)
+    copy_raster(plain, path, "COG", BLOCKSIZE=block, COMPRESS="DEFLATE", PREDICTOR=predictor)
     plain.unlink()
     return path
 

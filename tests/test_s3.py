@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import two_band_scene, write_raster
+from tests.conftest import two_band_scene
+from tests.test_remote import write_cog as remote_cog
 from tilewise.api import normdiff_job
-from tilewise.rasterfile import copy_raster
 from tilewise.remote import use_s3_endpoint
 
 try:
@@ -77,12 +77,7 @@ def _free_port() -> int:
 
 def write_cog(path: Path, data: np.ndarray, nodata: float, predictor: int) -> Path:
     """A COG in 256-pixel DEFLATE blocks."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = path.with_suffix(".plain.tif")
-    write_raster(plain, data, nodata=nodata, blocksize=BLOCK)
-    copy_raster(plain, path, "COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR=predictor)
-    plain.unlink()
-    return path
+    return remote_cog(path, data, nodata, predictor, block=BLOCK)
 
 
 def dated_field(i: int) -> np.ndarray:

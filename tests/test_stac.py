@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import write_raster
+from tests.test_remote import write_cog as remote_cog
 from tilewise.errors import InputError, UsageError
-from tilewise.rasterfile import copy_raster
 from tilewise.sources.stac import Query, parse_datetime, parse_query, resolve_stac, search_stac
 
 CLI = [sys.executable, "-m", "tilewise"]
@@ -50,10 +49,7 @@ def name_of(i: int) -> str:
 
 
 def write_cog(path: Path, data: np.ndarray) -> None:
-    plain = path.with_suffix(".plain.tif")
-    write_raster(plain, data, nodata=-9999.0, blocksize=BLOCK)
-    copy_raster(plain, path, "COG", BLOCKSIZE=BLOCK, COMPRESS="DEFLATE", PREDICTOR=3)
-    plain.unlink()
+    remote_cog(path, data, -9999.0, 3, block=BLOCK)
 
 
 def field(i: int) -> np.ndarray:

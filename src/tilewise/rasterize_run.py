@@ -39,7 +39,7 @@ from tilewise.job import Job, RasterizeSpec
 from tilewise.manifest import Manifest, write_json_atomic
 from tilewise.ops.rasterize import PixelGrid, RasterStatSpec, check_stats, compute_stats, empty_value, merge_children, properties_of, resampling_of
 from tilewise.rasterfile import open_read
-from tilewise.runner import Event, ProgressFn, RunSummary, _Phase, _run_phase, raise_if_failed, start_run
+from tilewise.runner import Event, ProgressFn, RunSummary, _Phase, _run_phase, raise_if_failed, saved_record, start_run
 from tilewise.tms import Level, TileSet, get_tile_set, touched_tiles
 
 GEOTIFF_DIR = "geotiff"
@@ -336,10 +336,7 @@ def _prepare(job: Job, fp: str, root: Path, workdir: Path, manifest: Manifest, o
     job_file = workdir / "job.json"
     state: dict[str, dict[str, Any]] = {}
     if job_file.exists():
-        try:
-            saved = json.loads(job_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = {}
+        saved = saved_record(workdir)
         same = saved.get("fingerprint") == fp
         finished = manifest.latest().get("done", {}).get("kind") == "done"
         if not same and not overwrite and not finished:

@@ -229,17 +229,23 @@ def _check_output_paths(job: Job, plan: Plan) -> None:
             raise OutputError(f"output {str(it.output)!r} is a directory", "for many inputs end -o with a slash: -o OUTDIR/")
 
 
+def saved_record(workdir: Path) -> dict[str, Any]:
+    """The work directory's saved ``job.json`` (fingerprint, job, outputs), or {} when it is missing or damaged (then it is rewritten)."""
+    import json
+
+    try:
+        saved = json.loads((workdir / "job.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
 def _prepare_workdir(job: Job, plan: Plan, workdir: Path, manifest: Manifest, overwrite: bool) -> dict[str, dict[str, Any]]:
     """Decide what is already done; refuse a changed job or existing outputs unless ``overwrite``."""
     job_file = workdir / "job.json"
     state: dict[str, dict[str, Any]] = {}
     if job_file.exists():
-        import json
-
-        try:
-            saved = json.loads(job_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = {}
+        saved = saved_record(workdir)
         same = saved.get("fingerprint") == plan.fingerprint
         if overwrite or not same:
             finished = _all_outputs_recorded(saved.get("outputs", []), manifest)
