@@ -13,6 +13,7 @@ Skipped when moto is not installed, unless ``TILEWISE_REQUIRE_S3=1``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -135,8 +136,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         proc.wait(timeout=10)
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
+def run_cli(*args: str, env: dict[str, str], timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -262,3 +263,196 @@ def test_resume_reads_from_the_saved_endpoint(s3: S3Server, tmp_path: Path) -> N
     r = run_cli("-q", "resume", str(out), env=s3.env())
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == expected
+
+
+# --------------------------------------------------------------------------- outputs to S3
+
+
+class DroppingProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that drops a connection whose request bytes contain ``drop`` (None: pass all)."""
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.drop: bytes | None = None
+        self.dropped = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.target = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if upstream and self.drop is not None and self.drop in data:
+                    self.dropped += 1
+                    break  # the connection dies in the middle of the request
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _client(s3: S3Server) -> Any:
+    return boto3.client("s3", endpoint_url=s3.endpoint, region_name=REGION, aws_access_key_id=s3.key_id, aws_secret_access_key=s3.secret)
+
+
+def _object(s3: S3Server, key: str) -> bytes | None:
+    try:
+        return bytes(_client(s3).get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    except _client(s3).exceptions.NoSuchKey:
+        return None
+
+
+def test_ndvi_output_to_s3_is_the_local_output_uploaded(s3: S3Server, tmp_path: Path) -> None:
+    local = tmp_path / "local.tif"
+    assert ndvi(s3, str(s3.root / "scene.tif"), local).returncode == 0
+    url = f"s3://{BUCKET}/results/ndvi.tif"
+    args = ["-q", "ndvi", f"s3://{BUCKET}/scene.tif", "--red", "1", "--nir", "2", "-o", url, "--workers", "2", "--s3-endpoint", s3.endpoint]
+    r = run_cli(*args, env=s3.env(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _object(s3, "results/ndvi.tif") == local.read_bytes()
+    # The staging copy is removed once uploaded; the work directory stays with the job's state.
+    staged = tmp_path / ".tilewise-upload" / BUCKET / "results"
+    assert not (staged / "ndvi.tif").exists() and (staged / ".ndvi.tif.tilewise" / "job.json").exists()
+    status = run_cli("status", url, "--json", env=s3.env(), cwd=tmp_path)
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "complete", status.stdout + status.stderr
+    # Rerun: the object under the key is still the one uploaded, so nothing is done.
+    r = run_cli(*args[1:], env=s3.env(), cwd=tmp_path)
+    assert r.returncode == 0 and "already complete" in r.stdout + r.stderr, r.stdout + r.stderr
+    # Without its job state (another directory), an existing object is not replaced unless --overwrite.
+    other = tmp_path / "other"
+    other.mkdir()
+    r = run_cli(*args, env=s3.env(), cwd=other)
+    lines = error_lines(r.stderr)
+    assert r.returncode != 0 and len(lines) == 1 and url in lines[0] and "--overwrite" in lines[0], r.stderr
+    assert run_cli(*args, "--overwrite", env=s3.env(), cwd=other).returncode == 0
+    assert _object(s3, "results/ndvi.tif") == local.read_bytes()
+
+
+def test_a_batch_goes_to_an_s3_prefix(s3: S3Server, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    r = run_cli("-q", "focal", str(s3.root / "stack" / f"t_{DATES[0]}.tif"), str(s3.root / "stack" / f"t_{DATES[1]}.tif"), "--size", "5",
+                "-o", f"{local}/", "--workers", "2", env=s3.env())  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run_cli("-q", "focal", str(s3.root / "stack" / f"t_{DATES[0]}.tif"), str(s3.root / "stack" / f"t_{DATES[1]}.tif"), "--size", "5",
+                "-o", f"s3://{BUCKET}/focal/", "--workers", "2", "--s3-endpoint", s3.endpoint, env=s3.env(), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in local.glob("*.tif"))
+    assert len(names) == 2
+    for name in names:
+        assert _object(s3, f"focal/{name}") == (local / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("part", ["single PUT", "multipart"])
+def test_a_failed_upload_leaves_nothing_under_the_key_and_a_rerun_uploads(s3: S3Server, tmp_path: Path, part: str) -> None:
+    local = tmp_path / "local.tif"
+    extra = ["--compress", "none"] if part == "multipart" else []  # about 5.6 MB: two 5 MB-chunk parts
+    assert ndvi(s3, str(s3.root / "scene.tif"), local, *extra).returncode == 0
+    key = f"results/fail_{part.replace(' ', '_')}.tif"
+    proxy = DroppingProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+    try:
+        # Uploads die in the middle: the single PUT of the object, or the second part of a multipart upload.
+        proxy.drop = b"PUT /" + f"{BUCKET}/{key}".encode() + (b"?partNumber=2" if part == "multipart" else b" ")
+        args = ["-q", "ndvi", str(s3.root / "scene.tif"), "--red", "1", "--nir", "2", "-o", f"s3://{BUCKET}/{key}", "--workers", "2",
+                "--s3-endpoint", f"http://127.0.0.1:{proxy.port}", *extra]  # fmt: skip
+        env = s3.env(VSIS3_CHUNK_SIZE="5")
+        r = run_cli(*args, env=env, cwd=tmp_path)
+        lines = error_lines(r.stderr)
+        assert r.returncode != 0 and len(lines) == 1 and f"s3://{BUCKET}/{key}" in lines[0] and "upload" in lines[0], r.stderr
+        assert proxy.dropped >= 1
+        assert _object(s3, key) is None  # never a half object under the final key
+        assert not _client(s3).list_multipart_uploads(Bucket=BUCKET, Prefix=key).get("Uploads"), "the failed multipart upload was aborted"
+        proxy.drop = None
+        r = run_cli(*args, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert _object(s3, key) == local.read_bytes()
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ("https://example.org/out.tif", "only S3"),
+    (f"s3://{BUCKET}", "not an S3 object URL"),
+    (f"s3://{BUCKET}/a/../b.tif", "not an S3 object URL"),
+    ("s3://no-such-bucket/out.tif", "bucket 'no-such-bucket'"),
+])  # fmt: skip
+def test_outputs_that_cannot_be_written_are_one_error(s3: S3Server, tmp_path: Path, output: str, expected: str) -> None:
+    r = run_cli("-q", "ndvi", str(s3.root / "scene.tif"), "--red", "1", "--nir", "2", "-o", output, "--s3-endpoint", s3.endpoint,
+                env=s3.env(), cwd=tmp_path)  # fmt: skip
+    lines = error_lines(r.stderr)
+    assert r.returncode != 0 and len(lines) == 1 and expected in lines[0], r.stderr
+    assert not (tmp_path / ".tilewise-upload").exists() or not any((tmp_path / ".tilewise-upload").rglob("*.tif"))
+
+
+def test_stats_reads_s3_members_and_uploads_its_table(s3: S3Server, tmp_path: Path) -> None:
+    local = tmp_path / "local.csv"
+    r = run_cli("-q", "stats", *[str(s3.root / "stack" / f"t_{d}.tif") for d in DATES], "--date-pattern", PATTERN, "-o", str(local), env=s3.env())
+    assert r.returncode == 0, r.stderr
+    r = run_cli("-q", "stats", *[f"s3://{BUCKET}/stack/t_{d}.tif" for d in DATES], "--date-pattern", PATTERN, "-o", f"s3://{BUCKET}/tables/t.csv",
+                "--s3-endpoint", s3.endpoint, env=s3.env(), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    # The file column names the member: its key's file name either way.
+    assert _object(s3, "tables/t.csv") == local.read_bytes()
+    assert not any((tmp_path / ".tilewise-upload").rglob("*.csv"))
+
+
+def test_reduce_on_dask_uploads_from_the_workers(s3: S3Server, tmp_path: Path) -> None:
+    # The COG is assembled and uploaded by a Dask worker: the endpoint travels with the task.
+    pytest.importorskip("distributed")
+    local = tmp_path / "local.tif"
+    assert mean(s3, [str(s3.root / "stack" / f"t_{d}.tif") for d in DATES], local).returncode == 0
+    r = run_cli("-q", "reduce", *[f"s3://{BUCKET}/stack/t_{d}.tif" for d in DATES], "--date-pattern", PATTERN, "-o", f"s3://{BUCKET}/mean.tif",
+                "--workers", "2", "--executor", "dask", "--s3-endpoint", s3.endpoint, env=s3.env(), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert _object(s3, "mean.tif") == local.read_bytes()
+
+
+def test_stac_mosaic_of_s3_assets_reads_from_the_endpoint(s3: S3Server, tmp_path: Path) -> None:
+    # A STAC item whose assets are s3:// keys: the mosaic's VRT names them /vsis3/, and --s3-endpoint reaches those reads.
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(s3.root / "scene.tif") as ds:
+        bands, bounds, crs = ds.read(), ds.bounds, ds.crs
+    local = {}
+    for i, name in enumerate(("red", "nir")):
+        local[name] = write_cog(tmp_path / f"{name}.tif", bands[i], nodata=0, predictor=2)
+        _client(s3).upload_file(str(local[name]), BUCKET, f"stac/{name}.tif")
+    minx, miny, maxx, maxy = transform_bounds(crs, "EPSG:4326", *bounds)
+    item = {"type": "Feature", "stac_version": "1.0.0", "stac_extensions": [], "id": "scene", "bbox": [minx, miny, maxx, maxy],
+            "geometry": {"type": "Polygon", "coordinates": [[[minx, miny], [maxx, miny], [maxx, maxy], [minx, maxy], [minx, miny]]]},
+            "properties": {"datetime": "2021-06-15T10:00:00Z"}, "links": [],
+            "assets": {n: {"href": f"s3://{BUCKET}/stac/{n}.tif", "type": "image/tiff; application=geotiff"} for n in ("red", "nir")}}  # fmt: skip
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}), encoding="utf-8")
+    expected = tmp_path / "expected.tif"
+    r = run_cli("-q", "ndvi", "--red", str(local["red"]), "--nir", str(local["nir"]), "-o", str(expected), env=s3.env())
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "stac.tif"
+    r = run_cli("-q", "ndvi", "--stac", str(items), "--red", "red", "--nir", "nir", "-o", str(out), "--workers", "2",
+                "--s3-endpoint", s3.endpoint, env=s3.env())  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out) as a, rasterio.open(expected) as b:
+        assert a.transform == b.transform and a.shape == b.shape
+        np.testing.assert_array_equal(a.read(), b.read())

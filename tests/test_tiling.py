@@ -19,11 +19,17 @@ def grid(h: int, w: int) -> Grid:
     return Grid(GRID.crs, GRID.transform, h, w)
 
 
-@settings(max_examples=200, deadline=None)
-@given(h=st.integers(1, 300), w=st.integers(1, 300), th=st.integers(1, 120), tw=st.integers(1, 120), halo=st.integers(0, 9))
-def test_tiles_cover_each_pixel_once(h: int, w: int, th: int, tw: int, halo: int) -> None:
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 300), w=st.integers(1, 300), th=st.integers(1, 120), tw=st.integers(1, 120), halo=st.integers(0, 9),
+       phase=st.one_of(st.just((0, 0)), st.tuples(st.integers(0, 500), st.integers(0, 500))))  # fmt: skip
+def test_tiles_cover_each_pixel_once(h: int, w: int, th: int, tw: int, halo: int, phase: tuple[int, int]) -> None:
     g = grid(h, w)
-    tiling = Tiling.for_grid(g, th, tw, halo=halo)
+    tiling = Tiling.for_grid(g, th, tw, halo=halo, phase=phase)
+    for t in tiling:
+        # Every edge inside the grid lies where (row + phase) is a multiple of the tile size; no tile is larger.
+        assert t.core.row_off == 0 or (t.core.row_off + phase[0]) % th == 0
+        assert t.core.col_off == 0 or (t.core.col_off + phase[1]) % tw == 0
+        assert t.core.height <= th and t.core.width <= tw
     cover = np.zeros((h, w), dtype=np.int32)
     keys = set()
     for t in tiling:

@@ -7,6 +7,7 @@ Each public function builds a :class:`~tilewise.job.Job` exactly as the CLI does
 from __future__ import annotations
 
 import glob as _glob
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -121,7 +122,7 @@ ENGINE_OPTIONS = ("tiles_per_task", "threads_per_worker", "memory_limit", "sched
                   "workers_per_node", "parts", "max_running", "interface")  # fmt: skip
 RESOURCE_OPTIONS = ("partition", "account", "time", "cpus_per_task", "mem_per_cpu", "mem", "nodes", "sbatch_args", "modules", "setup")
 OPTION_NAMES = frozenset({"dtype", "nodata", "compress", "level", "predictor", "creation_options", "overviews", "tile_size",
-                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles", "s3_endpoint", *ENGINE_OPTIONS, *RESOURCE_OPTIONS})
+                          "align", "executor", "workers", "retries", "fail_fast", "keep_tiles", "s3_endpoint", "cache", *ENGINE_OPTIONS, *RESOURCE_OPTIONS})
 
 
 def check_executor(name: Any, workers: Any) -> None:
@@ -152,14 +153,30 @@ def _common(options: Mapping[str, Any]) -> dict[str, Any]:
         overviews=options.get("overviews", True),
     )
     s3_endpoint = _s3_endpoint(options.get("s3_endpoint"))
+    cache = options.get("cache")
+    if cache is not None and (not isinstance(cache, str | os.PathLike) or not str(cache)):
+        raise UsageError(f"--cache {_short_repr(cache)} is not a folder", "give a local folder, e.g. --cache ~/.cache/tilewise")
     return {
         "s3_endpoint": s3_endpoint,
+        "cache": _cache_dir(str(cache)) if cache is not None else None,
         "output": out,
         "tile_size": options.get("tile_size"),
         "align": options.get("align"),
         "executor": executor_options(options),
         "keep_tiles": bool(options.get("keep_tiles", False)),
     }
+
+
+def _cache_dir(folder: str) -> str:
+    """The --cache folder as an absolute path (workers may run elsewhere), created, or a one-line error."""
+    path = Path(folder).expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--cache {folder!r} cannot be created ({exc.strerror})", "give a writable local folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"--cache {folder!r} is not writable", "give a writable local folder")
+    return str(path)
 
 
 def _s3_endpoint(value: Any) -> str | None:
@@ -263,6 +280,16 @@ def option_error(exc: Any) -> UsageError:
                       _OPTION_HINTS.get(name, "see docs/cli.md and docs/jobs.md for the options"))  # fmt: skip
 
 
+def staged(output: str, common: dict[str, Any]) -> str:
+    """The local path a job writes for ``-o output``: an ``s3://`` output is staged locally and uploaded (``common["upload"]``)."""
+    from tilewise.remote_output import staged_output
+
+    local, url = staged_output(output)
+    if url is not None:
+        common["upload"] = url
+    return local
+
+
 def _validated_common(options: Mapping[str, Any]) -> dict[str, Any]:
     from pydantic import ValidationError
 
@@ -305,10 +332,24 @@ def normdiff_job(
     _check_number(offset, "--offset")
     if not output:
         raise UsageError("no output given", "add -o OUT.tif (or -o OUTDIR/ for many inputs)")
+    stac_kw = _pop_stac(options)
     common = _validated_common(options)
+    output = staged(output, common)
     ident = re.sub(r"\W", "_", role_a), re.sub(r"\W", "_", role_b)
     expression = normalized_difference(*ident)
     label = index.upper()
+    flags = (f"--{role_a}", f"--{role_b}") if index == "ndvi" else ("--a", "--b")
+    named = [(ident[0], (flags[0], a)), (ident[1], (flags[1], b))]
+    stac_inputs = _stac_inputs(stac_kw, dict(named[::-1] if index == "ndvi" else named), {ident[0]: scale, ident[1]: scale},
+                               {ident[0]: offset, ident[1]: offset})  # fmt: skip
+    if stac_inputs is not None:  # --stac: a and b name assets, each mosaicked over the selected items
+        if inputs or from_list:
+            raise UsageError("give either INPUT files or --stac, not both",
+                             f"e.g. tilewise {index} --stac CATALOG {flags[0]} ASSET {flags[1]} ASSET -o OUT.tif")  # fmt: skip
+        if output.endswith(("/", "\\")) or Path(output).is_dir():
+            raise UsageError(f"--stac writes one raster; -o {output!r} is a directory", f"give a file name, e.g. -o {index}.tif")
+        item = ItemSpec(inputs=stac_inputs[0], output=output, **stac_inputs[1])
+        return build_job(command=index, expression=expression, band_name=label, items=(item,), output_root=output, batch=False, **common)
     separate = isinstance(a, str) and isinstance(b, str) and _looks_like_path(a) and _looks_like_path(b)
     if separate:
         if inputs or from_list:
@@ -377,6 +418,7 @@ def focal_job(
     if not output:
         raise UsageError("no output given", "add -o OUT.tif (or -o OUTDIR/ for many inputs or --mosaic)")
     common = _validated_common(options)
+    output = staged(output, common)
     paths = expand_inputs(inputs, from_list)
     batch = _is_batch(paths, output)
     if mosaic and (not batch or Path(output).suffix.lower() in RASTER_SUFFIXES):
@@ -430,11 +472,54 @@ def calc_job(
             raise UsageError(f"input name {n!r} is not a valid name", "use letters, digits and _ (starting with a letter), e.g. -i red=b4.tif")
         path, band = split_band_spec(spec)
         specs.append(InputSpec(name=n, path=path, band=_band_value(band), scale=scales.get(n), offset=offsets.get(n)))
+    # --stac: every input names an asset (-i red=B04), mosaicked over the selected items.
+    stac_inputs = _stac_inputs(_pop_stac(options), {n: (f"-i {n}=", v) for n, v in inputs.items()}, scales, offsets)
     if output.endswith("/") or Path(output).is_dir():
         raise UsageError(f"calc writes one raster; -o {output!r} is a directory", "give a file name, e.g. -o result.tif")
     common = _validated_common(options)
-    return build_job(command="calc", expression=expression, band_name=name or "calc", items=(ItemSpec(inputs=tuple(specs), output=output),),
+    output = staged(output, common)
+    item = ItemSpec(inputs=tuple(specs), output=output) if stac_inputs is None else ItemSpec(inputs=stac_inputs[0], output=output, **stac_inputs[1])
+    return build_job(command="calc", expression=expression, band_name=name or "calc", items=(item,),
                      output_root=output, batch=False, **common)  # fmt: skip
+
+
+# Options of ndvi, normdiff and calc that read their inputs as mosaics of STAC items' assets.
+STAC_MOSAIC_OPTIONS = ("stac", "collection", "datetime", "stac_bbox", "query", "crs", "resolution")
+
+
+def _pop_stac(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: options.pop(k) for k in STAC_MOSAIC_OPTIONS if k in options}
+
+
+def _stac_inputs(stac_kw: Mapping[str, Any], assets: Mapping[str, tuple[str, Any]], scales: Mapping[str, Any],
+                 offsets: Mapping[str, Any]) -> tuple[tuple[InputSpec, ...], dict[str, Any]] | None:  # fmt: skip
+    """The inputs (one per asset) and grid fields of a STAC mosaic job, or None without ``stac``.
+
+    ``assets`` maps each input name to (its flag, for messages; the asset it names).
+    """
+    given = [k for k in STAC_MOSAIC_OPTIONS if stac_kw.get(k) not in (None, "", (), [])]
+    if "stac" not in given:
+        if given:
+            raise UsageError(f"--{given[0].replace('_', '-')} is given without --stac",
+                             "add --stac URL_OR_FILE (a STAC API or catalog) to read STAC items' assets, or leave the option out")  # fmt: skip
+        return None
+    from tilewise.timeseries import _grid_kw, _stac_spec
+
+    missing = [flag for flag, asset in assets.values() if not isinstance(asset, str | int) or isinstance(asset, bool) or not str(asset).strip()]
+    if missing:
+        shown = " and ".join(f"{f}{'' if f.endswith('=') else ' '}ASSET" for f, _ in assets.values())
+        raise UsageError(f"--stac needs {shown}", "name the items' assets to read, e.g. --red B04 --nir B08 (the keys of an item's 'assets')")
+    for n in assets:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n):
+            raise UsageError(f"input name {n!r} is not a valid name", "use letters, digits and _ (starting with a letter), e.g. -i red=B04")
+    grid = _grid_kw(stac_kw.get("crs"), stac_kw.get("resolution"), None)
+    specs = []
+    for n, (_flag, asset) in assets.items():
+        stac = _stac_spec([], None, None, None, stac_kw["stac"], stac_kw.get("collection"), stac_kw.get("datetime"), stac_kw.get("stac_bbox"),
+                          stac_kw.get("query"), str(asset).strip())  # fmt: skip
+        assert stac is not None
+        specs.append(InputSpec(name=n, path=stac.source, band=stac.asset, scale=scales.get(n), offset=offsets.get(n), stac=stac))
+    return tuple(specs), {k: v for k, v in grid.items() if k in ("crs", "resolution")}
 
 
 # ---------------------------------------------------------------- public functions
@@ -488,7 +573,9 @@ def ndvi(
     **options
         tile_size, executor, workers, retries, fail_fast, dtype, nodata, compress,
         level, predictor, creation_options, overviews, align, keep_tiles, s3_endpoint
-        (``http(s)://HOST[:PORT]`` of an S3-compatible store for ``s3://`` inputs).
+        (``http(s)://HOST[:PORT]`` of an S3-compatible store for ``s3://`` inputs
+        and outputs), cache (a folder keeping remote inputs' blocks for re-runs).
+        ``output`` may be ``s3://BUCKET/KEY.tif`` (docs/remote.md).
 
     Returns
     -------

@@ -43,6 +43,8 @@ class AssembleTask:
     tiles: tuple[Source, ...]
     creation_options: dict[str, str] = field(default_factory=dict)
     levels: tuple[tuple[Grid, tuple[Source, ...]], ...] = ()
+    upload: str | None = None  # the s3:// URL the finished COG goes to (then removed locally)
+    s3_endpoint: str | None = None
 
 
 def cog_options(compress: str, level: int | None, predictor: int | None, overviews: bool, dtype: str,
@@ -153,6 +155,8 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
         check_complete(tmp, task.grid, len(task.band_names))
         os.replace(tmp, out)
         fsync_dir(out.parent)
+        if task.upload:
+            return _upload(task, out, t0)
     except Exception as exc:
         # A full disk gets one clear error naming the output (the runner adds how much the job needs).
         full = disk_full(out, exc, task.grid.height * task.grid.width * len(task.band_names) * np.dtype(task.dtype).itemsize)
@@ -165,3 +169,18 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
                 p.unlink()
     return {"kind": "output", "key": task.key, "item": task.item, "path": str(out), "size": out.stat().st_size,
             "mtime_ns": out.stat().st_mtime_ns, "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+
+
+def _upload(task: AssembleTask, out: Path, t0: float) -> dict[str, Any]:
+    """Upload the assembled ``out`` to ``task.upload`` (atomic: whole or absent under the key), then remove it locally."""
+    from tilewise.remote import use_s3_endpoint
+    from tilewise.remote_output import upload
+
+    assert task.upload is not None
+    use_s3_endpoint(task.s3_endpoint)
+    size, version = upload(out, task.upload)
+    # A run stopped before this record is written finds no output recorded and uploads again
+    # from the tiles (still kept): the same bytes under the same key.
+    out.unlink()
+    return {"kind": "output", "key": task.key, "item": task.item, "path": str(out), "url": task.upload, "size": size, "version": version,
+            "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from tilewise.blockcache import cache_for, read_blocks
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid, Window
 from tilewise.rasterfile import open_read_kept, write_raster_file
@@ -70,8 +71,14 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
         return raw, ok
     dst = (slice(None), slice(inside.row_off - window.row_off, inside.row_end - window.row_off),
            slice(inside.col_off - window.col_off, inside.col_end - window.col_off))  # fmt: skip
+    folder = cache_for(path, refs[0].identity, refs[0].warp_to is not None)
     try:
         with open_read_kept(path, refs[0].identity) as ds:
+            if folder is not None:  # --cache: a remote file's blocks kept on disk for re-runs
+                data, masks = read_blocks(ds, folder, indexes, inside, [r.use_mask for r in refs])
+                raw[dst] = data
+                ok[dst] = [masks[i] > 0 if r.use_mask and masks is not None else valid_of(data[i], r.nodata) for i, r in enumerate(refs)]
+                return raw, ok
             src = ds
             vrt = None
             if refs[0].warp_to is not None:

@@ -11,10 +11,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, field_validator, model_serializer
 
 from tilewise.errors import ExpressionError, UsageError
 from tilewise.executors.options import ExecutorOptions
@@ -34,21 +34,66 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class InputSpec(_Model):
-    """One named input band: a path (raster or .SAFE folder) and which band of it."""
+class StacSpec(_Model):
+    """A STAC search whose items are a stack's members (see :mod:`tilewise.sources.stac`)."""
+
+    source: str  # a STAC API root, or a static catalog / collection / item collection JSON
+    asset: str
+    collections: tuple[str, ...] = ()
+    datetime: str | None = None
+    bbox: tuple[float, float, float, float] | None = None  # longitude/latitude
+    query: tuple[str, ...] = ()
+
+
+class _Sparse(_Model):
+    """A model whose fields named in ``_sparse`` are left out of its JSON when None.
+
+    Fields added after jobs were first saved: a job that does not use them serializes (and
+    fingerprints) as it did before they existed.
+    """
+
+    _sparse: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in self._sparse:
+                if key in data and data[key] is None:
+                    del data[key]
+        return data
+
+
+class InputSpec(_Sparse):
+    """One named input band: a path (raster or .SAFE folder) and which band of it.
+
+    With ``stac`` the input is the mosaic of the asset ``stac.asset`` of the STAC items
+    selected (``path`` then holds the STAC source, ``band`` the asset).
+    """
+
+    _sparse: ClassVar[tuple[str, ...]] = ("stac",)
 
     name: str
     path: str
     band: int | str | None = None
     scale: float | None = None
     offset: float | None = None
+    stac: StacSpec | None = None
 
 
-class ItemSpec(_Model):
-    """One output and the inputs it is computed from."""
+class ItemSpec(_Sparse):
+    """One output and the inputs it is computed from.
+
+    ``crs`` and ``resolution`` (x, y) fix the output grid of STAC mosaic inputs (see
+    :mod:`tilewise.sources.stac_mosaic`); None: the items' own CRS and finest resolution.
+    """
+
+    _sparse: ClassVar[tuple[str, ...]] = ("crs", "resolution")
 
     inputs: tuple[InputSpec, ...]
     output: str
+    crs: str | None = None
+    resolution: tuple[float, float] | None = None
 
 
 class OutputOptions(_Model):
@@ -91,22 +136,16 @@ class FocalSpec(_Model):
     mosaic: bool = False
 
 
-class StacSpec(_Model):
-    """A STAC search whose items are a stack's members (see :mod:`tilewise.sources.stac`)."""
-
-    source: str  # a STAC API root, or a static catalog / collection / item collection JSON
-    asset: str
-    collections: tuple[str, ...] = ()
-    datetime: str | None = None
-    bbox: tuple[float, float, float, float] | None = None  # longitude/latitude
-    query: tuple[str, ...] = ()
-
-
-class StackSpec(_Model):
+class StackSpec(_Sparse):
     """A dated stack: where its members are, how their dates are found, and which dates are used.
 
     With ``stac`` the members are the items of a STAC search (``sources`` then holds the STAC source).
+    With ``crs`` and/or ``resolution`` (x, y) the members are resampled (``resampling``, default
+    nearest) onto a grid in that CRS at that resolution covering them all, its corners on
+    multiples of the resolution (``gdalwarp -tap``).
     """
+
+    _sparse: ClassVar[tuple[str, ...]] = ("crs", "resolution", "resampling")
 
     sources: tuple[str, ...]
     stac: StacSpec | None = None
@@ -120,6 +159,9 @@ class StackSpec(_Model):
     every: int | None = None
     bbox: tuple[float, float, float, float] | None = None
     bbox_crs: str | None = None
+    crs: str | None = None
+    resolution: tuple[float, float] | None = None
+    resampling: str | None = None
 
 
 class ReduceSpec(_Model):
@@ -169,6 +211,12 @@ class Job(_Model):
     # every process planning or running it reads from the same store. Not in the fingerprint: where
     # the bytes are fetched from does not decide the output, each input's identity (size, ETag) does.
     s3_endpoint: str | None = None
+    # The s3:// URL the outputs go to (-o s3://...): output_root and the items' outputs are then
+    # their local staging paths (remote_output.staged_output), uploaded once assembled.
+    upload: str | None = None
+    # Folder keeping remote inputs' blocks for re-runs (--cache); not in the fingerprint: it changes
+    # where bytes come from, not which (a changed input has another identity, so another cache key).
+    cache: str | None = None
 
     @field_validator("s3_endpoint")
     @classmethod
@@ -184,10 +232,12 @@ class Job(_Model):
 
     def fingerprint_payload(self) -> dict[str, Any]:
         """The parts of the job that decide output bytes."""
-        payload = self.model_dump(mode="json", exclude={"executor", "keep_tiles", "s3_endpoint"})
+        payload = self.model_dump(mode="json", exclude={"executor", "keep_tiles", "s3_endpoint", "cache"})
         stack = (payload.get("reduce") or {}).get("stack") or {}
         if stack.get("stac", 0) is None:
             del stack["stac"]  # jobs without STAC keep the fingerprints they had before the field existed
+        if payload.get("upload", 0) is None:
+            del payload["upload"]  # likewise for jobs with local outputs
         return payload
 
     @property
@@ -318,7 +368,14 @@ def plan_job(job: Job) -> Plan:
     for i, item in enumerate(job.items):
         names = [s.name for s in item.inputs]
         op.parsed.check_names(names)
-        refs = {s.name: resolve_input(s) for s in item.inputs if s.name in op.parsed.names}
+        if any(s.stac is not None for s in item.inputs):  # STAC assets: one mosaic VRT each, on one grid (sources/stac_mosaic.py)
+            from tilewise.sources.stac_mosaic import resolve_mosaics
+
+            used = [s for s in item.inputs if s.name in op.parsed.names and s.stac is not None]
+            mosaics = resolve_mosaics([(s.name, s.stac) for s in used], item.crs, item.resolution, job.align, job.workdir / "stac" / str(i)) if used else {}
+            refs = {s.name: mosaics[s.name].with_scaling(s.scale, s.offset) for s in used}
+        else:
+            refs = {s.name: resolve_input(s) for s in item.inputs if s.name in op.parsed.names}
         if not refs:
             raise ExpressionError(f"expression {job.expression!r} reads none of the inputs ({', '.join(names)})",
                                   f"use the input names in the expression, e.g. {names[0]} * 2")  # fmt: skip

@@ -19,6 +19,7 @@ from tilewise.errors import UsageError
 from tilewise.grid import Grid, Window
 from tilewise.job import ItemPlan, Job, Plan, ReduceSpec, StackSpec, check_nodata_fits, default_nodata, fingerprint
 from tilewise.ops.reduce import GROUPBYS, SEASONS, STATS, Group, ReduceOp, holds_column, is_stat
+from tilewise.remote import is_remote
 from tilewise.sources.raster import RESAMPLINGS, BandRef
 from tilewise.sources.stack import Member, Stack, bbox_window, open_dated, open_stack, select
 from tilewise.tiling import Tiling, choose_tile_shape
@@ -52,7 +53,9 @@ def resolve_stack(spec: StackSpec, align: bool = False) -> tuple[Stack, tuple[in
     """Open and select the stack; return it with the (row, col, height, width) window the job reads.
 
     With ``align`` members on other grids are allowed (they are resampled onto the first one's).
+    With ``spec.crs``/``spec.resolution`` they are resampled onto the grid those make (``spec.resampling``).
     """
+    align = align or spec.crs is not None or spec.resolution is not None
     if spec.stac is not None:
         from tilewise.sources.stac import search_stac
 
@@ -63,6 +66,10 @@ def resolve_stack(spec: StackSpec, align: bool = False) -> tuple[Stack, tuple[in
         stack = open_stack(list(spec.sources), date_pattern=spec.date_pattern, dates=spec.dates, variable=spec.variable, duplicates=spec.duplicates,
                            align=align)  # fmt: skip
     stack = select(stack, start=spec.start, end=spec.end, months=list(spec.months) if spec.months else None, every=spec.every)
+    if spec.crs is not None or spec.resolution is not None:  # --crs/--resolution: members resampled onto a grid covering them all
+        from tilewise.sources.regrid import regrid_stack
+
+        stack = regrid_stack(stack, spec.crs, spec.resolution, spec.resampling, spec.stac.bbox if spec.stac is not None else None)
     full = (0, 0, stack.grid.height, stack.grid.width)
     return stack, bbox_window(stack.grid, spec.bbox, spec.bbox_crs) if spec.bbox is not None else full
 
@@ -140,7 +147,10 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
         th, tw = _column_tile(grid, th, tw, max(len(g.dates) for g in groups), [ref0.block_shape])
     op = ReduceOp(spec.stat, groups, spec.expr)
     item = job.items[0]
-    items = [ItemPlan(0, Path(item.output), refs, grid, Tiling.for_grid(grid, th, tw, halo=0))]
+    # A box of remote files: tile edges on the files' own tile (and block) edges, so no block is
+    # fetched by two tiles (locally the tiles stay on the box's corner, where overviews are built with them).
+    phase = (r0, c0) if is_remote(ref0.path) and ref0.warp_to is None else (0, 0)
+    items = [ItemPlan(0, Path(item.output), refs, grid, Tiling.for_grid(grid, th, tw, halo=0, phase=phase))]
     identities = [{n: [r.path, r.band, list(r.identity)] for n, r in refs.items()}]
     if spec.stack.stac is not None:  # a STAC member's date and item id come from the catalog, not from its file: both decide the output
         identities[0] = {n: [*v, names[n].label, names[n].date.isoformat()] for n, v in identities[0].items()}

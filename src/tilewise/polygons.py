@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tilewise.api import _short_repr, _validated_common, build_job, option_error
+from tilewise.api import _short_repr, _validated_common, build_job, option_error, staged
 from tilewise.errors import InputError, UsageError
 from tilewise.job import ItemSpec, Job, RasterizeSpec
 from tilewise.ops.rasterize import RasterStatSpec, check_stats, parse_stat
@@ -127,6 +127,7 @@ def rasterize_job(vectors: str | Sequence[str], output: str, *, stats: Sequence[
     if like is None:
         options.setdefault("compress", "deflate")  # tile GeoTIFFs read by every web-map tool
     common = _validated_common(options)
+    output = staged(output, common)
     from pydantic import ValidationError
 
     try:
@@ -136,6 +137,10 @@ def rasterize_job(vectors: str | Sequence[str], output: str, *, stats: Sequence[
         raise option_error(exc) from None
     if like is None:
         from tilewise.rasterize_run import validate_spec
+
+        if "upload" in common:
+            raise UsageError(f"-o {common['upload']!r}: a folder of TMS tiles is written to local disk only",
+                             "write it to a local folder and copy it to the store (e.g. aws s3 sync), or use --like REF.tif for one raster")  # fmt: skip
 
         validate_spec(spec)
         return build_job(command="rasterize", band_name="rasterize", rasterize=spec, items=(), output_root=output, batch=True, **common)

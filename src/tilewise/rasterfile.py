@@ -20,7 +20,7 @@ from rasterio.errors import RasterioIOError
 
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid
-from tilewise.remote import gdal_name, is_remote, open_error, remote_env
+from tilewise.remote import endpoint_env, gdal_name, is_remote, open_error, remote_env
 
 # GDAL settings for every read/write: a bounded block cache per worker. Directory
 # listing on open stays on, so .aux.xml sidecars (nodata, scale/offset) are seen.
@@ -88,7 +88,7 @@ def open_read_unclosed(path: str, **kwargs: Any) -> Iterator[rasterio.io.Dataset
                 raise open_error(path, _short(exc)) from None
             yield ds
         return
-    with rasterio.Env(**GDAL_ENV):
+    with rasterio.Env(**GDAL_ENV, **endpoint_env()):  # a local VRT may name s3:// sources (a STAC mosaic)
         try:
             ds = rasterio.open(path, **kwargs)
         except RasterioIOError as exc:
@@ -204,8 +204,9 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
             ds = opened
     cache = getattr(_KEPT, "cache_bytes", 0)
     env = GDAL_ENV if not cache else {**GDAL_ENV, "GDAL_CACHEMAX": cache}
-    if remote:  # kept for the blocks a halo shares with the previous tile; reads fetch, so the HTTP settings apply
-        env = {**env, **remote_env()}
+    # Kept for the blocks a halo shares with the previous tile; reads fetch, so the HTTP settings apply
+    # (for a local VRT, the endpoint of its s3:// sources: a STAC mosaic).
+    env = {**env, **(remote_env() if remote else endpoint_env())}
     try:
         with rasterio.Env(**env):
             yield ds

@@ -154,6 +154,16 @@ def remote_env() -> dict[str, str]:
     return env
 
 
+def endpoint_env() -> dict[str, str]:
+    """The S3 endpoint settings alone (:func:`use_s3_endpoint`), for local files that name ``/vsis3/`` sources (a STAC mosaic's VRT).
+
+    They only concern ``/vsis3/`` requests, so they are harmless for other local files.
+    """
+    if _S3_ENDPOINT is None:
+        return {}
+    return {k: v for k, v in s3_endpoint_env(_S3_ENDPOINT).items() if k != "AWS_VIRTUAL_HOSTING" or k not in os.environ}
+
+
 # The S3 endpoint of the job this process works on (Job.s3_endpoint), or None: GDAL's own
 # settings (AWS_S3_ENDPOINT of the environment, else AWS) apply.
 _S3_ENDPOINT: str | None = None

@@ -27,6 +27,7 @@ from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
 from tilewise.overviews import OverviewTask, level_grid, overview_factors, pyramid_sources, regions
 from tilewise.rasterfile import close_kept
+from tilewise.remote_output import check_bucket, remote_version, url_of
 from tilewise.task import Task
 
 # A work unit should carry at least this many pixels, so per-unit overhead stays small.
@@ -173,6 +174,8 @@ def check_unowned_outputs(job: Job, plan: Plan, overwrite: bool) -> None:
         for it in plan.items:
             if it.output.is_file():
                 raise OutputError(f"output {str(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o path")
+            if job.upload and remote_version(url_of(it.output)) is not None:
+                raise OutputError(f"output {url_of(it.output)!r} already exists", "pass --overwrite to replace it, or choose another -o URL")
 
 
 def raise_if_failed(summary: RunSummary, job: Job) -> None:
@@ -208,6 +211,14 @@ def _with_space_needed(exc: DiskFullError, job: Job, plan: Plan) -> DiskFullErro
 
 def _check_output_paths(job: Job, plan: Plan) -> None:
     root = Path(job.output_root)
+    if job.upload:
+        check_bucket(job.upload)  # before any work: a missing bucket or refused key is found now, not after hours
+        for parent in {Path(it.output).parent for it in plan.items} | {job.workdir.parent}:
+            try:
+                parent.mkdir(parents=True, exist_ok=True)  # the local staging folder mirroring the URL
+            except OSError as exc:
+                raise OutputError(f"cannot create the staging directory {str(parent)!r} ({exc.strerror})",
+                                  "run from a writable directory: outputs for S3 are assembled there before the upload") from None  # fmt: skip
     if job.batch:
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -303,11 +314,18 @@ def _assembling(rec: dict[str, Any] | None, path: Path) -> bool:
 
 
 def output_done(rec: dict[str, Any] | None, path: Path) -> bool:
-    """True when the manifest records ``path`` as written and the file is still the one recorded."""
+    """True when the manifest records ``path`` as written and the file (the uploaded object) is still the one recorded."""
+    if rec and rec.get("kind") == "output" and rec.get("url"):
+        return remote_version(rec["url"]) == (rec.get("size"), rec.get("version"))
     if not rec or rec.get("kind") != "output" or not path.exists():
         return False
     st = path.stat()
     return bool(rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns)
+
+
+def output_name(job: Job, path: Path) -> str:
+    """How an output is named to the user: its ``s3://`` URL for an uploaded one, else its path."""
+    return url_of(path) if job.upload else str(path)
 
 
 def _tile_done(rec: dict[str, Any] | None) -> bool:
@@ -330,6 +348,8 @@ def _fused(it: ItemPlan, factors: tuple[int, ...]) -> bool:
         return False
     top = max(factors)
     t = it.tiling
+    if t.phase != (0, 0):
+        return False
     return (t.tile_height % top == 0 or t.tile_height >= it.grid.height) and (t.tile_width % top == 0 or t.tile_width >= it.grid.width)
 
 
@@ -344,7 +364,7 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
                 work_dtype=plan.work_dtype, out_dtype=plan.job.output.dtype, nodata=plan.nodata,
                 tile_path=str(workdir / "tiles" / str(it.index) / f"{tile.key}.tif"),
                 ovr_factors=factors if fused else (), grid=it.grid if fused else None,
-                ovr_path=str(workdir / "ovr" / str(it.index) / f"{tile.key}.tif") if fused else "", s3_endpoint=plan.job.s3_endpoint,
+                ovr_path=str(workdir / "ovr" / str(it.index) / f"{tile.key}.tif") if fused else "", s3_endpoint=plan.job.s3_endpoint, cache=plan.job.cache,
             ))  # fmt: skip
     # Interleave outputs so every worker starts on different files.
     if plan.op.halo:
@@ -473,7 +493,7 @@ def _run(job: Job, plan: Plan, workdir: Path, manifest: Manifest, state: dict[st
     tiles = _Phase(total - len(todo), total)
     records = {k: v for k, v in state.items() if v.get("kind") == "tile"}
     failed: dict[str, str] = {}
-    summary = RunSummary(outputs=[str(it.output) for it in plan.items], tiles_total=total, tiles_run=0,
+    summary = RunSummary(outputs=[output_name(job, it.output) for it in plan.items], tiles_total=total, tiles_run=0,
                          tiles_skipped=tiles.done, failed=failed, pixels=0, valid=0, minimum=None, maximum=None, mean=None,
                          wall_s=0.0)  # fmt: skip
     if not job.keep_tiles:
@@ -590,6 +610,8 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
             tiles=tuple((records[f"{it.index}/{t.key}"]["path"], t.core, 0, t.core.width, t.core.height) for t in it.tiling),
             creation_options=co,
             levels=levels.get(it.index, ()),
+            upload=url_of(it.output) if job.upload else None,
+            s3_endpoint=job.s3_endpoint,
         )
         for it in ready
     ]  # fmt: skip
@@ -618,7 +640,7 @@ def _assemble(job: Job, plan: Plan, manifest: Manifest, records: dict[str, dict[
         manifest.write(result)
         n += 1
         summary.assemble_s += result["seconds"]
-        emit(Event("output", n, len(tasks), result["path"], result))
+        emit(Event("output", n, len(tasks), result.get("url") or result["path"], result))
         if not job.keep_tiles:
             for path in {src[0] for src in task.tiles} | {src[0] for _g, lt in task.levels for src in lt}:
                 Path(path).unlink(missing_ok=True)

@@ -43,8 +43,15 @@ class StatsTask:
     window: Window
     expr: str
     weighted: bool
+    s3_endpoint: str | None = None  # carried to the worker, like a raster task's
+    cache: str | None = None
 
     def run(self) -> dict[str, Any]:
+        from tilewise.blockcache import use_cache
+        from tilewise.remote import use_s3_endpoint
+
+        use_s3_endpoint(self.s3_endpoint)
+        use_cache(self.cache)
         return member_stats(self)
 
 
@@ -96,7 +103,8 @@ def _run_unit(unit: tuple[StatsTask, ...]) -> list[dict[str, Any]]:
 
 def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: bool | None = None, plot: str | None = None,
                 executor: ExecutorOptions | None = None, overwrite: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                progress: Callable[[int, int], None] | None = None, s3_endpoint: str | None = None,
+                cache: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Compute the per-date table of a stack and write it to ``output`` (.csv or .parquet).
 
     Parameters
@@ -115,6 +123,13 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
         Where members run (default: processes on every usable core).
     overwrite
         Replace existing output files.
+    s3_endpoint
+        The S3-compatible store of ``s3://`` members and outputs (``--s3-endpoint``).
+    cache
+        A folder keeping remote members' blocks for re-runs (``--cache``).
+
+    Table and plot may be ``s3://`` URLs: they are written locally under
+    ``.tilewise-upload/`` and uploaded when complete (whole or not at all).
 
     Returns
     -------
@@ -122,12 +137,22 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
         The rows, in date order.
     """
     from tilewise.job_reduce import resolve_stack
+    from tilewise.remote import use_s3_endpoint
+    from tilewise.remote_output import check_bucket, remote_version, staged_output
 
-    out = Path(output)
+    use_s3_endpoint(s3_endpoint)
+    local, url = staged_output(output)
+    out = Path(local)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"table {output!r} has an unknown format", "end the name with .csv or .parquet")
-    for p in (out, Path(plot) if plot else None):
-        if p is not None and p.exists() and not overwrite:
+    plot_local, plot_url = staged_output(plot) if plot else (None, None)
+    targets = [(out, url), *([(Path(plot_local), plot_url)] if plot_local else [])]
+    for p, u in targets:
+        if u is not None:
+            check_bucket(u)
+            if not overwrite and remote_version(u) is not None:
+                raise OutputError(f"output {u!r} already exists", "pass --overwrite to replace it, or choose another URL")
+        elif p.exists() and not overwrite:
             raise OutputError(f"output {str(p)!r} already exists", "pass --overwrite to replace it, or choose another path")
     if out.suffix.lower() == ".parquet":
         _parquet_writer()  # fail before the work, not after
@@ -143,7 +168,8 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
     if weighted and not geographic:
         raise UsageError("--area-weighted needs a geographic (longitude/latitude) grid",
                          f"the stack's grid is projected ({stack.grid.crs}); leave the option out")  # fmt: skip
-    tasks = [StatsTask(i, format_date(m.date), stack.band_ref(m), Window(r0, c0, h, w), expr, weighted) for i, m in enumerate(stack.members)]
+    tasks = [StatsTask(i, format_date(m.date), stack.band_ref(m), Window(r0, c0, h, w), expr, weighted, s3_endpoint, cache)
+             for i, m in enumerate(stack.members)]  # fmt: skip
     opts = executor or ExecutorOptions()
     ex = make_executor(opts)
     per = max(1, len(tasks) // (4 * ex.workers))
@@ -163,8 +189,14 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
         del r["index"]
     cols = [c for c in COLUMNS if c != "area_mean" or weighted]
     _write_table(rows, cols, out)
-    if plot:
-        _plot(rows, Path(plot), expr)
+    if plot_local:
+        _plot(rows, Path(plot_local), expr)
+    for p, u in targets:
+        if u is not None:
+            from tilewise.remote_output import upload
+
+            upload(p, u)
+            p.unlink()
     return rows
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
-from tilewise.errors import InputError
+from tilewise.errors import InputError, UsageError
 from tilewise.job import Job
 from tilewise.manifest import Manifest
 from tilewise.runner import output_done
 
 
 def find_workdir(output: str) -> Path:
-    """Return the work directory of the job that writes ``output`` (a file or a batch directory)."""
+    """Return the work directory of the job that writes ``output`` (a file or a batch directory, or their s3:// URL)."""
+    from tilewise.remote_output import staged_output
+
+    with contextlib.suppress(UsageError):  # not an output URL: not found below
+        output = staged_output(output)[0]  # an s3:// output's work directory is in its local staging folder
     p = Path(output.rstrip("/") or output)
     for cand in (p / ".tilewise", p.parent / f".{p.name}.tilewise"):
         if (cand / "job.json").is_file():
@@ -67,6 +72,10 @@ def job_status(output: str) -> dict[str, Any]:
     """
     wd = find_workdir(output)
     saved = _read_saved(wd)
+    if saved.get("job", {}).get("upload"):
+        from tilewise.remote import use_s3_endpoint
+
+        use_s3_endpoint(saved["job"].get("s3_endpoint"))  # uploaded outputs are checked in their store
     latest = Manifest(wd).latest()
     tiles_done = sum(1 for r in latest.values() if r.get("kind") == "tile")
     outputs = saved.get("outputs", [])

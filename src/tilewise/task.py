@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tilewise.blockcache import use_cache
 from tilewise.grid import Grid
 from tilewise.io import read_tile, to_output, write_tile
 from tilewise.ops.base import Operation, TileContext
@@ -43,6 +44,7 @@ class Task:
     ovr_path: str = ""
     grid: Grid | None = None
     s3_endpoint: str | None = None  # the job's --s3-endpoint, carried to the worker (remote.use_s3_endpoint)
+    cache: str | None = None  # the job's --cache folder for remote blocks (blockcache.use_cache)
 
     @property
     def pixels(self) -> int:
@@ -63,6 +65,7 @@ def run_task(task: Task) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     use_s3_endpoint(task.s3_endpoint)
+    use_cache(task.cache)
     work = np.dtype(task.work_dtype)
     read = task.tile.read
     if getattr(task.op, "streaming", False):

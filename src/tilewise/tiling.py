@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from tilewise.errors import UsageError
 from tilewise.grid import Grid, Window
@@ -48,6 +49,7 @@ class Tiling:
     tile_width: int
     halo: int
     tiles: tuple[Tile, ...]
+    phase: tuple[int, int] = (0, 0)
 
     def __iter__(self) -> Iterator[Tile]:
         return iter(self.tiles)
@@ -56,23 +58,35 @@ class Tiling:
         return len(self.tiles)
 
     @classmethod
-    def for_grid(cls, grid: Grid, tile_height: int, tile_width: int | None = None, halo: int = 0) -> Tiling:
+    def for_grid(cls, grid: Grid, tile_height: int, tile_width: int | None = None, halo: int = 0,
+                 phase: tuple[int, int] = (0, 0)) -> Tiling:  # fmt: skip
         """Cut ``grid`` into tiles of at most ``tile_height`` x ``tile_width`` pixels.
 
         The last row and column of tiles are smaller when the size does not divide
-        the grid; no pixel is dropped or covered twice.
+        the grid; no pixel is dropped or covered twice. With a ``phase`` (rows,
+        cols), tile edges fall where ``row + phase[0]`` (``col + phase[1]``) is a
+        multiple of the tile size, so the first row (column) of tiles is smaller:
+        a grid that is a window of a file starting at ``phase`` gets tiles on the
+        file's own tile (and block) edges.
         """
         tile_width = tile_height if tile_width is None else tile_width
         if tile_height < 1 or tile_width < 1:
             raise UsageError(f"tile size {tile_height}x{tile_width} is not positive", "use --tile-size 512 or larger")
         if halo < 0:
             raise UsageError(f"halo {halo} is negative")
+        rows, cols = _edges(grid.height, tile_height, phase[0]), _edges(grid.width, tile_width, phase[1])
         tiles = []
-        for r, row_off in enumerate(range(0, grid.height, tile_height)):
-            for c, col_off in enumerate(range(0, grid.width, tile_width)):
-                core = Window(row_off, col_off, min(tile_height, grid.height - row_off), min(tile_width, grid.width - col_off))
+        for r, (row_off, row_end) in enumerate(pairwise(rows)):
+            for c, (col_off, col_end) in enumerate(pairwise(cols)):
+                core = Window(row_off, col_off, row_end - row_off, col_end - col_off)
                 tiles.append(Tile(f"r{r:04d}-c{c:04d}", core, core.grow(halo), grid.window_grid(core)))
-        return cls(grid, tile_height, tile_width, halo, tuple(tiles))
+        return cls(grid, tile_height, tile_width, halo, tuple(tiles), (phase[0] % tile_height, phase[1] % tile_width))
+
+
+def _edges(n: int, size: int, phase: int) -> list[int]:
+    """Tile edges along one axis of ``n`` pixels: 0, then every ``size`` shifted back by ``phase``, then ``n``."""
+    first = size - phase % size
+    return [0, *range(first if phase % size else size, n, size), n]
 
 
 def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]], default: int | None = None) -> tuple[int, int]:

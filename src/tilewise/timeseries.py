@@ -11,26 +11,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tilewise.api import _finish, _short_repr, _validated_common, build_job, executor_options, option_error
+from tilewise.api import _cache_dir, _finish, _s3_endpoint, _short_repr, _validated_common, build_job, executor_options, option_error, staged
 from tilewise.errors import UsageError
 from tilewise.job import InputSpec, ItemSpec, Job, ReduceSpec, StackSpec, StacSpec
 from tilewise.runner import ProgressFn, run_job
 
 DUPLICATES = ("error", "first", "last", "mean")
 STACK_OPTIONS = ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs",
-                 "stac", "collection", "datetime", "stac_bbox", "query", "asset")  # fmt: skip
+                 "stac", "collection", "datetime", "stac_bbox", "query", "asset", "crs", "resolution", "resampling")  # fmt: skip
 
 
 def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None, dates: str | None = None, variable: str | None = None,
                duplicates: str = "error", start: str | None = None, end: str | None = None, months: Sequence[int] | str | None = None,
                every: int | None = None, bbox: Sequence[float] | str | None = None, bbox_crs: str | None = None,
                stac: str | None = None, collection: str | Sequence[str] | None = None, datetime: str | None = None,
-               stac_bbox: Sequence[float] | str | None = None, query: str | Sequence[str] | None = None, asset: str | None = None) -> StackSpec:  # fmt: skip
+               stac_bbox: Sequence[float] | str | None = None, query: str | Sequence[str] | None = None, asset: str | None = None,
+               crs: str | None = None, resolution: float | str | Sequence[float] | None = None, resampling: str | None = None) -> StackSpec:  # fmt: skip
     """Check and build the stack description shared by ``reduce`` and ``stats``.
 
     With ``stac`` (a STAC API URL or a catalog / item collection file) the members are the items
     that ``collection``, ``datetime``, ``stac_bbox`` (lon/lat) and ``query`` select, read from their
     ``asset``; ``sources`` must then be empty (see :mod:`tilewise.sources.stac`).
+    With ``crs`` and/or ``resolution`` the members are resampled (``resampling``, default nearest)
+    onto a grid in that CRS at that pixel size covering them all (see :mod:`tilewise.sources.regrid`).
     """
     from pydantic import ValidationError
 
@@ -60,7 +63,8 @@ def stack_spec(sources: str | Sequence[str], *, date_pattern: str | None = None,
     try:
         return StackSpec(sources=tuple(srcs), stac=stac_spec, date_pattern=date_pattern, dates=dates, variable=variable, duplicates=duplicates, start=start,
                          end=end, months=tuple(months) if months else None, every=every,
-                         bbox=tuple(float(v) for v in bbox) if bbox is not None else None, bbox_crs=bbox_crs)  # type: ignore[arg-type]  # fmt: skip
+                         bbox=tuple(float(v) for v in bbox) if bbox is not None else None,  # type: ignore[arg-type]
+                         bbox_crs=bbox_crs, **_grid_kw(crs, resolution, resampling))  # fmt: skip
     except ValidationError as exc:
         raise option_error(exc) from None
 
@@ -103,12 +107,28 @@ def _stac_spec(srcs: list[str], date_pattern: str | None, dates: str | None, var
                     bbox=box, query=tuple(queries))  # fmt: skip
 
 
+def _grid_kw(crs: Any, resolution: Any, resampling: Any) -> dict[str, Any]:
+    """The checked target-grid fields of a :class:`StackSpec` (none when neither ``crs`` nor ``resolution`` is given)."""
+    from tilewise.sources.regrid import check_resampling, parse_crs, parse_resolution
+
+    if crs is None and resolution is None:
+        if resampling is not None:
+            check_resampling(resampling)
+        return {}
+    if crs is not None:
+        parse_crs(crs)
+    return {"crs": crs, "resolution": parse_resolution(resolution) if resolution is not None else None,
+            "resampling": check_resampling(resampling) if resampling is not None else None}  # fmt: skip
+
+
 def reduce_job(sources: str | Sequence[str], output: str, *, stat: str = "mean", groupby: str = "all", expr: str = "",
                **options: Any) -> Job:  # fmt: skip
     """Build a per-pixel reduction job; see :func:`reduce` for the parameters."""
     from tilewise.job_reduce import validate_reduce
 
     stack_kw = {k: options.pop(k) for k in STACK_OPTIONS if k in options}
+    if (stack_kw.get("crs") is not None or stack_kw.get("resolution") is not None) and stack_kw.get("resampling") is None:
+        stack_kw["resampling"] = options.get("align")  # --align names the resampling onto the --crs/--resolution grid
     spec = ReduceSpec(stat=stat, groupby=groupby, expr=expr or "", stack=stack_spec(sources, **stack_kw))
     validate_reduce(spec)
     if not output:
@@ -116,6 +136,7 @@ def reduce_job(sources: str | Sequence[str], output: str, *, stat: str = "mean",
     if stat == "argmax-date" and options.get("dtype") is None:
         options["dtype"] = "int32"  # YYYYMMDD numbers do not fit float32 exactly
     common = _validated_common(options)
+    output = staged(output, common)
     item = ItemSpec(inputs=(InputSpec(name="stack", path=spec.stack.sources[0]),), output=output)
     return build_job(command="reduce", band_name=stat, reduce=spec, items=(item,), output_root=output, **common)
 
@@ -153,7 +174,8 @@ def reduce(sources: str | Sequence[str], output: str, *, stat: str = "mean", gro
 
 
 def stats(sources: str | Sequence[str], output: str, *, expr: str = "", area_weighted: bool | None = None, plot: str | None = None,
-          overwrite: bool = False, executor: str | None = None, workers: int | None = None, **stack_options: Any) -> list[dict[str, Any]]:  # fmt: skip
+          overwrite: bool = False, executor: str | None = None, workers: int | None = None, s3_endpoint: str | None = None,
+          cache: str | None = None, **stack_options: Any) -> list[dict[str, Any]]:  # fmt: skip
     """Per-date statistics of a stack (count, mean, min, max, std, area-weighted mean) written to a .csv or .parquet table.
 
     Parameters
@@ -170,6 +192,10 @@ def stats(sources: str | Sequence[str], output: str, *, expr: str = "", area_wei
         Also draw the series into this PNG.
     executor, workers
         Where the dates are computed (default: processes on every usable core).
+    s3_endpoint
+        The S3-compatible store of ``s3://`` members, table and plot (``--s3-endpoint``).
+    cache
+        A folder keeping remote members' blocks for re-runs (``--cache``).
 
     Returns
     -------
@@ -181,6 +207,8 @@ def stats(sources: str | Sequence[str], output: str, *, expr: str = "", area_wei
     unknown = sorted(set(stack_options) - set(STACK_OPTIONS))
     if unknown:
         raise UsageError(f"unknown option {unknown[0]!r}", f"stack options are: {', '.join(STACK_OPTIONS)}")
+    endpoint = _s3_endpoint(s3_endpoint)  # before the members are opened
     spec = stack_spec(sources, **stack_options)
     opts = executor_options({"executor": executor, "workers": workers})
-    return stack_stats(spec, output, expr=expr, area_weighted=area_weighted, plot=plot, executor=opts, overwrite=overwrite)
+    return stack_stats(spec, output, expr=expr, area_weighted=area_weighted, plot=plot, executor=opts, overwrite=overwrite, s3_endpoint=endpoint,
+                       cache=_cache_dir(cache) if cache else None)  # fmt: skip

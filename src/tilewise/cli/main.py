@@ -125,6 +125,8 @@ def job_options(f: F) -> F:
         click.option("--s3-endpoint", default=None, metavar="URL",
                      help="S3-compatible store for s3:// inputs, e.g. https://a3s.fi or http://127.0.0.1:9000 (path-style; credentials from "
                           "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)."),
+        click.option("--cache", default=None, metavar="DIR",
+                     help="Keep the blocks read from remote (http, s3) inputs in DIR, so re-runs do not fetch them again (not pruned)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -136,7 +138,8 @@ def _options(kw: dict[str, Any]) -> dict[str, Any]:
     return {
         "tile_size": kw.pop("tile_size"), "dtype": kw.pop("dtype"), "nodata": kw.pop("nodata"), "compress": kw.pop("compress"),
         "level": kw.pop("level"), "predictor": kw.pop("predictor"), "creation_options": _parse_kv(kw.pop("creation_options"), "--co"),
-        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"), "s3_endpoint": kw.pop("s3_endpoint"),
+        "overviews": not kw.pop("no_overviews"), "align": kw.pop("align"), "keep_tiles": kw.pop("keep_tiles"),
+        "s3_endpoint": kw.pop("s3_endpoint"), "cache": kw.pop("cache"),
         **_executor_kw(kw),
     }  # fmt: skip
 
@@ -221,14 +224,52 @@ def format_summary(s: Any, label: str) -> str:
     return "\n".join(lines)
 
 
+def _grid_opts() -> list[Any]:
+    """--crs and --resolution: the grid inputs on other grids are resampled onto (with --align RESAMPLING, default nearest)."""
+    return [
+        click.option("--crs", default=None, metavar="CRS",
+                     help="Output CRS (EPSG:32633, ...); inputs in other CRSs or resolutions are resampled (--align, default nearest)."),
+        click.option("--resolution", default=None, metavar="RES|XRES,YRES",
+                     help="Output pixel size in units of the CRS; the grid's corners are multiples of it (like gdalwarp -tap)."),
+    ]  # fmt: skip
+
+
+def mosaic_options(f: F) -> F:
+    """STAC items as the inputs of a per-pixel command: each asset is mosaicked over the selected items."""
+    opts = [
+        click.option("--stac", default=None, metavar="URL|FILE",
+                     help="Inputs from STAC items: a STAC API root URL, or a static catalog / collection / item collection JSON; "
+                          "the band options (-i NAME=ASSET, --red/--nir) then name assets, each mosaicked over the items."),
+        click.option("--collection", multiple=True, metavar="C", help="With --stac: only items of this collection (repeatable)."),
+        click.option("--datetime", default=None, metavar="A/B",
+                     help="With --stac: items dated in this interval (inclusive; YYYY, YYYY-MM, YYYY-MM-DD or RFC 3339; '..' for an open end)."),
+        click.option("--stac-bbox", default=None, metavar="MINX,MINY,MAXX,MAXY",
+                     help="With --stac: items whose bbox meets this box (longitude/latitude); the output covers only this box."),
+        click.option("--query", multiple=True, metavar="PROP<V",
+                     help="With --stac: a property filter, e.g. 'eo:cloud_cover<20' (< <= > >= = !=; repeatable, all must hold)."),
+        *_grid_opts(),
+    ]  # fmt: skip
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _mosaic_kw(kw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: kw.pop(k) for k in ("stac", "datetime", "stac_bbox", "crs", "resolution")}
+    out["collection"] = list(kw.pop("collection", ()) or ())
+    out["query"] = list(kw.pop("query", ()) or ())
+    return out
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
-@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs (<stem>_NDVI.tif).")
-@click.option("--red", default=None, help="Red band: 1-based index or name of INPUT, or a file PATH[:BAND].")
-@click.option("--nir", default=None, help="NIR band: 1-based index or name of INPUT, or a file PATH[:BAND].")
+@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs (<stem>_NDVI.tif); s3://BUCKET/KEY.tif uploads it.")
+@click.option("--red", default=None, help="Red band: 1-based index or name of INPUT, or a file PATH[:BAND]; with --stac an asset (B04).")
+@click.option("--nir", default=None, help="NIR band: 1-based index or name of INPUT, or a file PATH[:BAND]; with --stac an asset (B08).")
 @click.option("--from-list", type=str, default=None, help="Text file with one input path per line.")
 @click.option("--scale", type=float, default=None, help="Scale for both bands, replacing the file's (value = DN*scale+offset).")
 @click.option("--offset", type=float, default=None, help="Offset for both bands, replacing the file's.")
+@mosaic_options
 @job_options
 @click.pass_context
 def ndvi(ctx: click.Context, inputs: tuple[str, ...], output: str, red: str | None, nir: str | None, from_list: str | None,
@@ -240,21 +281,24 @@ def ndvi(ctx: click.Context, inputs: tuple[str, ...], output: str, red: str | No
     tilewise ndvi L7_ETMs.tif --red 3 --nir 4 -o ndvi.tif
     tilewise ndvi --red b4.tif --nir b5.tif -o ndvi.tif
     tilewise ndvi scenes/*.SAFE -o ndvi/        (or --from-list list.txt)
+    tilewise ndvi --stac https://stac.example.org/v1 --collection sentinel-2-l2a --datetime 2021-06-01 --red B04 --nir B08 -o ndvi.tif
     """
     from tilewise.api import normdiff_job
 
-    job = normdiff_job(list(inputs), output, index="ndvi", a=nir, b=red, from_list=from_list, scale=scale, offset=offset, **_options(kw))
+    stac = _mosaic_kw(kw)
+    job = normdiff_job(list(inputs), output, index="ndvi", a=nir, b=red, from_list=from_list, scale=scale, offset=offset, **stac, **_options(kw))
     _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
-@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs (<stem>_<INDEX>.tif).")
+@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs (<stem>_<INDEX>.tif); s3://BUCKET/KEY.tif uploads it.")
 @click.option("--index", "index", default="ndvi", show_default=True,
               help="ndvi, ndwi, mndwi, nbr, ndre, ndmi, ndsi (SAFE bands chosen for you), or any name with --a/--b.")
 @click.option("--a", "a", default=None, help="First band (1-based index, name, or PATH[:BAND]).")
 @click.option("--b", "b", default=None, help="Second band (1-based index, name, or PATH[:BAND]).")
 @click.option("--from-list", type=str, default=None, help="Text file with one input path per line.")
+@mosaic_options
 @job_options
 @click.pass_context
 def normdiff(ctx: click.Context, inputs: tuple[str, ...], output: str, index: str, a: str | None, b: str | None,
@@ -267,17 +311,19 @@ def normdiff(ctx: click.Context, inputs: tuple[str, ...], output: str, index: st
     """
     from tilewise.api import normdiff_job
 
-    job = normdiff_job(list(inputs), output, index=index, a=a, b=b, from_list=from_list, **_options(kw))
+    stac = _mosaic_kw(kw)
+    job = normdiff_job(list(inputs), output, index=index, a=a, b=b, from_list=from_list, **stac, **_options(kw))
     _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
 @click.argument("expression")
 @click.option("-i", "--input", "inputs", multiple=True, required=True, metavar="NAME=PATH[:BAND]", help="A named input band (repeatable).")
-@click.option("-o", "--output", required=True, help="Output .tif.")
+@click.option("-o", "--output", required=True, help="Output .tif (s3://BUCKET/KEY.tif uploads it).")
 @click.option("--scale", "scales", multiple=True, metavar="NAME=V", help="Scale of an input, replacing the file's.")
 @click.option("--offset", "offsets", multiple=True, metavar="NAME=V", help="Offset of an input, replacing the file's.")
 @click.option("--name", default=None, help="Band description of the output (default: calc).")
+@mosaic_options
 @job_options
 @click.pass_context
 def calc(ctx: click.Context, expression: str, inputs: tuple[str, ...], output: str, scales: tuple[str, ...], offsets: tuple[str, ...],
@@ -287,20 +333,22 @@ def calc(ctx: click.Context, expression: str, inputs: tuple[str, ...], output: s
     \b
     tilewise calc "t * 9 / 5 + 32" -i t=day.tif -o f.tif
     tilewise calc "where(nir > red, 1, 0)" -i red=L7.tif:3 -i nir=L7.tif:4 --dtype uint8 -o veg.tif
+    tilewise calc "(nir - red) / (nir + red)" --stac items.json -i red=B04 -i nir=B08 -o ndvi.tif
 
     Masked input pixels give nodata in the output. Functions: where, clip, abs,
     sqrt, exp, log, log10, sin, cos, min, max, ... (docs/expressions.md).
     """
     from tilewise.api import calc_job
 
+    stac = _mosaic_kw(kw)
     job = calc_job(expression, _parse_kv(inputs, "-i"), output, scales=_parse_float_kv(scales, "--scale"),
-                   offsets=_parse_float_kv(offsets, "--offset"), name=name, **_options(kw))  # fmt: skip
+                   offsets=_parse_float_kv(offsets, "--offset"), name=name, **stac, **_options(kw))  # fmt: skip
     _run(ctx, job, overwrite, **_run_kw(kw))
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, metavar="INPUT...")
-@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs or --mosaic (<stem>_<stat>_<window>.tif).")
+@click.option("-o", "--output", required=True, help="Output .tif, or OUTDIR/ for many inputs or --mosaic (<stem>_<stat>_<window>.tif); s3:// URLs upload.")
 @click.option("--stat", default="mean", show_default=True, help="mean, sum, min, max, std, variance, range, median or count (valid cells).")
 @click.option("--size", type=int, default=None, help="Square window of K x K pixels (odd K).")
 @click.option("--radius", type=int, default=None, help="Circular window of radius R pixels (instead of --size).")
@@ -357,6 +405,7 @@ def stack_options(f: F) -> F:
         click.option("--query", multiple=True, metavar="PROP<V",
                      help="With --stac: a property filter, e.g. 'eo:cloud_cover<20' (< <= > >= = !=; repeatable, all must hold)."),
         click.option("--asset", default=None, metavar="NAME", help="With --stac: the asset of each item to read (one band per item)."),
+        *_grid_opts(),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -365,7 +414,7 @@ def stack_options(f: F) -> F:
 
 def _stack_kw(kw: dict[str, Any]) -> dict[str, Any]:
     out = {k: kw.pop(k) for k in ("date_pattern", "dates", "variable", "duplicates", "start", "end", "months", "every", "bbox", "bbox_crs",
-                                  "stac", "datetime", "stac_bbox", "asset")}  # fmt: skip
+                                  "stac", "datetime", "stac_bbox", "asset", "crs", "resolution")}  # fmt: skip
     out["collection"] = list(kw.pop("collection", ()) or ())
     out["query"] = list(kw.pop("query", ()) or ())
     return out
@@ -373,7 +422,7 @@ def _stack_kw(kw: dict[str, Any]) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("stack", nargs=-1, required=False, metavar="[STACK...]")
-@click.option("-o", "--output", required=True, help="Output .tif, one band per group.")
+@click.option("-o", "--output", required=True, help="Output .tif, one band per group (s3://BUCKET/KEY.tif uploads it).")
 @click.option("--stat", default="mean", show_default=True, help="mean, sum, count, std, min, max, median, pNN (e.g. p90) or argmax-date.")
 @click.option("--groupby", type=click.Choice(["all", "month", "season", "year"]), default="all", show_default=True, help="One output band per group.")
 @click.option("--expr", default="", metavar="EXPR", help="Applied to each date first, in the variable t, e.g. 't * 9 / 5 + 32'.")
@@ -401,17 +450,20 @@ def reduce(ctx: click.Context, stack: tuple[str, ...], output: str, stat: str, g
 
 @cli.command()
 @click.argument("stack", nargs=-1, required=False, metavar="[STACK...]")
-@click.option("-o", "--output", required=True, help="Table to write: .csv or .parquet.")
+@click.option("-o", "--output", required=True, help="Table to write: .csv or .parquet (s3://BUCKET/KEY.csv uploads it).")
 @click.option("--expr", default="", metavar="EXPR", help="Applied to each pixel first, in the variable t, e.g. 't * 9 / 5 + 32'.")
 @click.option("--area-weighted/--no-area-weighted", default=None, help="Add the area-weighted mean (default: on geographic grids).")
 @click.option("--plot", default=None, metavar="PNG", help="Also draw the series (mean, min-max) into this PNG.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing table or plot.")
 @click.option("--executor", default="processes", show_default=True, help="Where the dates are computed: processes, threads, serial, dask or parsl.")
 @click.option("--workers", type=int, default=None, help="Number of workers (default: usable cores).")
+@click.option("--s3-endpoint", default=None, metavar="URL", help="S3-compatible store for s3:// members, table and plot, e.g. https://a3s.fi.")
+@click.option("--cache", default=None, metavar="DIR", help="Keep the blocks read from remote members in DIR for re-runs (not pruned).")
+@click.option("--align", "resampling", default=None, metavar="RESAMPLING", help="With --crs/--resolution: the resampling (default nearest).")
 @stack_options
 @click.pass_context
 def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, area_weighted: bool | None, plot: str | None, overwrite: bool,
-          executor: str, workers: int | None, **kw: Any) -> None:  # fmt: skip
+          executor: str, workers: int | None, s3_endpoint: str | None, cache: str | None, **kw: Any) -> None:  # fmt: skip
     """Per-date statistics of a stack: count of valid pixels, mean, min, max, std (and area-weighted mean).
 
     \b
@@ -423,7 +475,7 @@ def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, ar
     if executor in ("slurm", "gnu-parallel"):
         raise UsageError(f"tilewise stats does not run on --executor {executor}", "use processes, threads, serial, dask or parsl")
     rows = run_stats(list(stack), output, expr=expr, area_weighted=area_weighted, plot=plot, overwrite=overwrite, executor=executor,
-                     workers=workers, **_stack_kw(kw))  # fmt: skip
+                     workers=workers, s3_endpoint=s3_endpoint, cache=cache, resampling=kw.pop("resampling"), **_stack_kw(kw))  # fmt: skip
     if ctx.obj["verbosity"] >= 0:
         valid = [r for r in rows if r["count"]]
         click.echo(f"{len(rows)} date(s), {len(valid)} with valid pixels; table: {output}" + (f"; plot: {plot}" if plot else ""))
@@ -431,7 +483,7 @@ def stats(ctx: click.Context, stack: tuple[str, ...], output: str, expr: str, ar
 
 @cli.command()
 @click.argument("vectors", nargs=-1, required=True, metavar="VECTOR...")
-@click.option("-o", "--output", required=True, help="Output folder for TMS tiles, or a .tif with --like.")
+@click.option("-o", "--output", required=True, help="Output folder for TMS tiles, or a .tif with --like (that one may be s3://BUCKET/KEY.tif).")
 @click.option("--stat", "stats", multiple=True, metavar="STAT",
               help="count, count-intersects, coverage, coverage-union or PROPERTY:AGG (AGG: sum, mean, min, max, count, median); "
                    "repeatable, one band each in this order (default: count and coverage).")

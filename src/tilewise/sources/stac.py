@@ -228,6 +228,33 @@ def search_stac(
     """As :func:`resolve_stac`, with each member's item id (for labels and the job's fingerprint)."""
     if not asset:
         raise UsageError("--stac needs --asset NAME", "name the asset of each item to read, e.g. --asset B04 (the item's 'assets' keys)")
+    return asset_hits(select_items(source, collection, datetime, bbox, query), asset, "pick one of its assets with --asset NAME")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The items a STAC source and its filters select: ``(item JSON, the href it was read from)`` each."""
+
+    source: str
+    items: tuple[tuple[dict[str, Any], str], ...]
+
+
+def select_items(
+    source: str,
+    collection: str | Sequence[str] | None = None,
+    datetime: str | None = None,
+    bbox: Sequence[float] | None = None,
+    query: Sequence[str] = (),
+) -> Selection:
+    """The items of ``source`` that the filters select (see :func:`resolve_stac` for the parameters).
+
+    Raises
+    ------
+    UsageError
+        Bad query, datetime or bbox.
+    InputError
+        An unreachable or unreadable source; no matching items (the filters are named).
+    """
     collections = [collection] if isinstance(collection, str) else list(collection or [])
     queries = [parse_query(q) for q in query]
     window = parse_datetime(datetime) if datetime else (None, None)
@@ -248,13 +275,35 @@ def search_stac(
         asked += [f"query {q.text}" for q in queries]
         raise InputError(f"no STAC items in {source!r} match {'; '.join(asked) or 'anything'} ({len(items)} item(s) looked at)",
                          "widen the filters (--datetime, --stac-bbox in lon/lat, --query, --collection)")  # fmt: skip
+    return Selection(source, tuple(kept))
+
+
+def asset_hits(selection: Selection, asset: str, hint: str) -> list[StacHit]:
+    """The asset ``asset`` of every selected item, in date order (then item id).
+
+    Raises
+    ------
+    InputError
+        No selected item has the asset (the assets they have are named), or one item
+        lacks it (the item and its assets are named); an item without a date.
+    """
+
+    def has(it: dict[str, Any]) -> bool:
+        a = (it.get("assets") or {}).get(asset)
+        return isinstance(a, dict) and bool(a.get("href"))
+
+    if not any(has(it) for it, _ in selection.items):
+        known = sorted({k for it, _ in selection.items for k in (it.get("assets") or {})})
+        raise InputError(f"no selected STAC item of {selection.source!r} has an asset {asset!r} (their assets: {', '.join(known) or 'none'})",
+                         hint)  # fmt: skip
     hits = []
-    for it, item_base in kept:
+    for it, item_base in selection.items:
         assets = it.get("assets") or {}
         item_id = str(it.get("id"))
-        if asset not in assets or not isinstance(assets[asset], dict) or not assets[asset].get("href"):
+        if not has(it):
             have = ", ".join(sorted(assets)) or "none"
-            raise InputError(f"STAC item {item_id!r} has no asset {asset!r} (its assets: {have})", "pick one of its assets with --asset NAME")
+            raise InputError(f"STAC item {item_id!r} has no asset {asset!r} (its assets: {have})",
+                             f"{hint}, or narrow the selection (--query 'id!={item_id}')")  # fmt: skip
         date = _item_date(it)
         if date is None:
             raise InputError(f"STAC item {item_id!r} has no datetime (nor start_datetime)", "a dated stack needs a date per item")

@@ -131,6 +131,9 @@ class Stack:
     block_shape: tuple[int, int] = (0, 0)
     skipped: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # Set when the stack was put on a target grid (regrid.regrid_stack): members on other grids are
+    # resampled onto it with this resampling when read.
+    resampling: str | None = None
 
     def __len__(self) -> int:
         return len(self.members)
@@ -160,6 +163,8 @@ class Stack:
 
     def band_ref(self, member: Member) -> BandRef:
         """A :class:`~tilewise.sources.raster.BandRef` to read ``member`` with (no file is opened)."""
+        if self.resampling is not None and member.grid is not None and member.grid.mismatch(self.grid) is not None:
+            return replace(self.band_ref(replace(member, grid=None)), grid=member.grid, warp_to=self.grid, resampling=self.resampling)
         return BandRef(
             path=member.path,
             band=member.band,
