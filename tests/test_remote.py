@@ -664,3 +664,31 @@ def test_the_cache_never_serves_a_changed_object(server: Server, tmp_path: Path)
     expected = dated_field(8)
     np.testing.assert_array_equal(np.where(expected == -9999.0, np.nan, expected), got)
     assert len(list(cache.iterdir())) == 2
+
+
+def test_focal_mosaic_of_remote_sheets_equals_the_local_sheets(server: Server, tmp_path: Path) -> None:
+    # Two adjacent map sheets served over HTTP: the mosaic's VRT names them by URL, seams computed with the neighbour's pixels.
+    from affine import Affine
+
+    from tests.conftest import write_raster
+
+    field = dated_field(5)[:512, :768]
+    names = []
+    (server.root / "sheets").mkdir(exist_ok=True)
+    for i, (c0, c1) in enumerate(((0, 384), (384, 768))):
+        plain = tmp_path / f"sheet{i}.plain.tif"
+        write_raster(plain, np.ascontiguousarray(field[:, c0:c1]), nodata=-9999.0, blocksize=128,
+                     transform=Affine(10.0, 0.0, 300000.0 + 10.0 * c0, 0.0, -10.0, 5600000.0))  # fmt: skip
+        copy_raster(plain, server.root / "sheets" / f"sheet{i}.tif", "COG", BLOCKSIZE=128, COMPRESS="DEFLATE")
+        names.append(f"sheets/sheet{i}.tif")
+    local = tmp_path / "local"
+    r = run_cli("-q", "focal", *[str(server.root / n) for n in names], "--size", "9", "--mosaic", "-o", f"{local}/", "--tile-size", "128")
+    assert r.returncode == 0, r.stderr
+    server.reset()
+    remote = tmp_path / "remote"
+    r = run_cli("-q", "focal", *[server.url(n) for n in names], "--size", "9", "--mosaic", "-o", f"{remote}/", "--tile-size", "128")
+    assert r.returncode == 0, r.stderr
+    for i in range(2):
+        with rasterio.open(local / f"sheet{i}_mean_9x9.tif") as a, rasterio.open(remote / f"sheet{i}_mean_9x9.tif") as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    check_ranged_only(server.log())

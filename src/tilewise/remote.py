@@ -234,6 +234,33 @@ def use_s3_endpoint(url: str | None) -> None:
     _S3_ENDPOINT = check_s3_endpoint(url) if url else None
 
 
+def vrt_source_name(path: str) -> str:
+    """The name a VRT (a local file) reads ``path`` by: an absolute path, or for http(s) a ``/vsicurl?`` name with options.
+
+    A VRT's reads do not get the HTTP settings of remote inputs (:func:`remote_env`).
+    The options a ``/vsicurl?`` name carries stand in for the ones that matter: no
+    listing of the remote folder and no probing for sidecar files on open
+    (``empty_dir``), and retries of 429/5xx answers. They are constants, so the VRT
+    (an input's identity) does not depend on the environment.
+
+    Parameters
+    ----------
+    path
+        A local path, a URL (:func:`is_remote`) or a GDAL name.
+
+    Returns
+    -------
+    str
+        The ``SourceFilename`` to write into the VRT.
+    """
+    if not is_remote(path):
+        return path if path.startswith("/vsi") else os.path.abspath(path)
+    name = gdal_name(path)
+    if name.startswith("/vsicurl/") and name[9:].lower().startswith(("http://", "https://")):
+        return f"/vsicurl?empty_dir=yes&max_retry=5&retry_delay=1&url={urllib.parse.quote(name[9:], safe='')}"
+    return name
+
+
 def http_url(path: str) -> str | None:
     """The http(s) URL that ``path`` reads (the archive's URL for an archive member), or None.
 

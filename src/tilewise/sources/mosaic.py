@@ -17,6 +17,7 @@ from affine import Affine
 from tilewise.errors import InputError
 from tilewise.grid import Grid, crs_name
 from tilewise.rasterfile import GDAL_TYPES, grid_of, open_read, vrt_number
+from tilewise.remote import vrt_source_name
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Mosaic:
                 r, c = s.offset
                 w, h = s.grid.width, s.grid.height
                 out.append("    <ComplexSource>")
-                out.append(f'      <SourceFilename relativeToVRT="0">{escape(os.path.abspath(s.path))}</SourceFilename>')
+                out.append(f'      <SourceFilename relativeToVRT="0">{escape(vrt_source_name(s.path))}</SourceFilename>')
                 out.append(f"      <SourceBand>{b}</SourceBand>")
                 out.append(f'      <SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>')
                 out.append(f'      <DstRect xOff="{c}" yOff="{r}" xSize="{w}" ySize="{h}"/>')

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import urllib.parse
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -35,7 +34,7 @@ from affine import Affine
 from tilewise.errors import InputError
 from tilewise.grid import Grid
 from tilewise.rasterfile import GDAL_TYPES, grid_of, open_read, vrt_number
-from tilewise.remote import gdal_name, is_remote
+from tilewise.remote import vrt_source_name
 from tilewise.sources.raster import BandRef, file_identity, resolve_band
 from tilewise.sources.regrid import check_resampling, target_grid
 from tilewise.sources.stac import Selection, StacHit, asset_hits, select_items
@@ -188,21 +187,7 @@ def mosaic_vrt(files: Sequence[ItemFile], grid: Grid, resampling: str, folder: P
     return "\n".join(out) + "\n"
 
 
-def source_name(href: str) -> str:
-    """The GDAL name the mosaic reads ``href`` by: an absolute path, or for http(s) a ``/vsicurl?`` name with options.
-
-    A VRT is a local file, so its reads do not get the HTTP settings of remote inputs
-    (:func:`tilewise.remote.remote_env`). The options a ``/vsicurl?`` name carries stand in
-    for the ones that matter: no listing of the item's remote folder and no probing for
-    sidecar files on open (``empty_dir``), and retries of 429/5xx answers. They are
-    constants, so the VRT (the input's identity) does not depend on the environment.
-    """
-    if not is_remote(href):
-        return href if href.startswith("/vsi") else os.path.abspath(href)
-    name = gdal_name(href)
-    if name.startswith("/vsicurl/") and name[9:].lower().startswith(("http://", "https://")):
-        return f"/vsicurl?empty_dir=yes&max_retry=5&retry_delay=1&url={urllib.parse.quote(name[9:], safe='')}"
-    return name
+source_name = vrt_source_name  # the GDAL name the mosaic's VRT reads an item's href by
 
 
 def _on_lattice(g: Grid, target: Grid) -> tuple[int, int, int, int, int, int] | None:
