@@ -125,8 +125,13 @@ def _match(item: dict[str, Any], body: dict[str, Any]) -> bool:
     return True
 
 
-def make_api(items: list[dict[str, Any]], requests: list[dict[str, Any]], conforms: list[str]) -> ThreadingHTTPServer:
-    """A STAC API answering ``/``, ``/conformance`` and ``/search``; it applies the query extension only (a CQL2 filter is ignored)."""
+def make_api(items: list[dict[str, Any]], requests: list[dict[str, Any]], conforms: list[str], page: int | None = None) -> ThreadingHTTPServer:
+    """A STAC API answering ``/``, ``/conformance`` and ``/search``; it applies the query extension only (a CQL2 filter is ignored).
+
+    With ``page``, a search answers at most that many items and a ``next`` link (GET:
+    the query string plus ``token``; POST: the body merged with ``token``), as STAC API
+    servers page their results.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -143,10 +148,22 @@ def make_api(items: list[dict[str, Any]], requests: list[dict[str, Any]], confor
         def _root(self) -> str:
             return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-        def _search(self, body: dict[str, Any]) -> None:
+        def _search(self, body: dict[str, Any], get: bool = False) -> None:
             requests.append(body)
             hits = [it for it in items if _match(it, body)]
-            self._json({"type": "FeatureCollection", "features": hits, "links": []})
+            links: list[dict[str, Any]] = []
+            start = int(body.get("token") or 0)
+            if page is not None:
+                if start + page < len(hits):
+                    nxt = start + page
+                    if get:
+                        url = urllib.parse.urlsplit(self.path)
+                        q = [(k, v) for k, v in urllib.parse.parse_qsl(url.query) if k != "token"] + [("token", str(nxt))]
+                        links.append({"rel": "next", "href": f"{self._root()}/search?{urllib.parse.urlencode(q)}", "method": "GET"})
+                    else:
+                        links.append({"rel": "next", "href": f"{self._root()}/search", "method": "POST", "body": {"token": nxt}, "merge": True})
+                hits = hits[start : start + page]
+            self._json({"type": "FeatureCollection", "features": hits, "links": links})
 
         def do_GET(self) -> None:
             url = urllib.parse.urlsplit(self.path)
@@ -173,7 +190,9 @@ def make_api(items: list[dict[str, Any]], requests: list[dict[str, Any]], confor
                     body["bbox"] = [float(v) for v in q["bbox"][0].split(",")]
                 if "query" in q:
                     body["query"] = json.loads(q["query"][0])
-                self._search(body)
+                if "token" in q:
+                    body["token"] = q["token"][0]
+                self._search(body, get=True)
             else:
                 self._json({"code": "NotFound"}, 404)
 
@@ -202,6 +221,7 @@ class Setup:
     filter_api_url: str  # conforms to the CQL2 filter extension instead of query, and ignores the filter it is sent
     catalog: Path  # a local collection whose asset hrefs are absolute loopback URLs
     served_catalog: str  # the same collection served over HTTP, with relative asset hrefs
+    paged_api_url: str  # the API answering two items per page, with "next" links
 
     def url(self, rel: str) -> str:
         return f"http://127.0.0.1:{self.files_port}/{rel}"
@@ -229,14 +249,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     filter_api = make_api(
         items, requests, [*CONFORMS[:2], "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter", "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json"]
     )
-    for srv in (api, filter_api):
+    paged_api = make_api(items, [], CONFORMS, page=2)
+    for srv in (api, filter_api, paged_api):
         threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         yield Setup(root, port, f"http://127.0.0.1:{api.server_address[1]}/", requests, f"http://127.0.0.1:{filter_api.server_address[1]}/",
-                    catalog, f"{base}/catalog/collection.json")  # fmt: skip
+                    catalog, f"{base}/catalog/collection.json", f"http://127.0.0.1:{paged_api.server_address[1]}/")  # fmt: skip
     finally:
         api.shutdown()
         filter_api.shutdown()
+        paged_api.shutdown()
         proc.terminate()
         proc.wait(timeout=10)
 
@@ -285,9 +307,9 @@ def test_query_and_datetime_text() -> None:
         parse_datetime("yesterday/2021")
 
 
-@pytest.mark.parametrize("kind", ["static", "served", "api"])
+@pytest.mark.parametrize("kind", ["static", "served", "api", "paged api"])
 def test_selection_by_datetime_bbox_and_property(setup: Setup, kind: str) -> None:
-    source = {"static": str(setup.catalog), "served": setup.served_catalog, "api": setup.api_url}[kind]
+    source = {"static": str(setup.catalog), "served": setup.served_catalog, "api": setup.api_url, "paged api": setup.paged_api_url}[kind]
     assert ids(source, collection="t2m") == ALL
     assert ids(source, collection="t2m", datetime="2021-02/2021-04") == ALL[1:4]
     assert ids(source, collection="t2m", datetime="2021-05-10/..") == ALL[4:]
