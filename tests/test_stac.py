@@ -575,6 +575,13 @@ def test_ndvi_over_a_stac_mosaic_equals_ndvi_over_the_merged_files(setup: Setup,
     api_out = tmp_path / "api.tif"
     tilewise.ndvi(output=str(api_out), stac=str(tiles.items), red="B04", nir="B08", workers=2, tile_size=64)
     assert np.array_equal(read(api_out)[0], want[0], equal_nan=True)
+    # And a job file (tilewise run): the same options as keys.
+    job = tmp_path / "job.toml"
+    job_out = tmp_path / "job.tif"
+    job.write_text(f'command = "ndvi"\nstac = "{tiles.items}"\nred = "B04"\nnir = "B08"\noutput = "{job_out}"\ntile_size = 64\n', encoding="utf-8")
+    r = run_cli("-q", "run", str(job))
+    assert r.returncode == 0, r.stderr
+    assert job_out.read_bytes() == ref.read_bytes()
 
 
 def test_calc_with_two_assets_equals_numpy_on_the_merged_arrays(tiles: Tiles, tmp_path: Path) -> None:
