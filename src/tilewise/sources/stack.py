@@ -585,13 +585,34 @@ def open_dated(members: Sequence[tuple[dt.datetime, str, str]], *, duplicates: s
     if duplicates not in DUPLICATE_POLICIES:
         raise UsageError(f"unknown duplicates policy {duplicates!r}", f"use one of: {', '.join(DUPLICATE_POLICIES)}")
     items = []
-    for date, path, label in members:
-        info = _probe(path, path)
+    for (date, path, label), (info, ident) in zip(members, _probe_all([(path, path) for _d, path, _l in members]), strict=True):
         if info["count"] != 1:
             raise InputError(f"{label} ({_shorten(path)!r}) has {info['count']} bands, but a stack of files takes one band per file",
                              "pick an asset holding one band per item")  # fmt: skip
-        items.append(_item_of(info, date, path, 1, label, file_identity(path)))
+        items.append(_item_of(info, date, path, 1, label, ident))
     return _finish(items, duplicates, align, ())
+
+
+# Remote members are probed this many at a time: each open and identity request waits on the network.
+PROBE_THREADS = 16
+
+
+def _probe_all(pairs: Sequence[tuple[str, str]]) -> Iterator[tuple[dict[str, Any], tuple[int, int]]]:
+    """:func:`_probe` and the file identity of each ``(path, file_part)``, in order; remote ones concurrently.
+
+    An error is raised for the first failing member in order, as a serial loop would.
+    """
+
+    def one(pair: tuple[str, str]) -> tuple[dict[str, Any], tuple[int, int]]:
+        return _probe(*pair), file_identity(pair[1])
+
+    if sum(is_remote(f) for _p, f in pairs) < 2:
+        yield from map(one, pairs)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        yield from pool.map(one, pairs)
 
 
 def _items_from_files(srcs: list[str], date_pattern: str, variable: str | None) -> tuple[list[_Item], tuple[str, ...]]:
@@ -619,9 +640,8 @@ def _items_from_files(srcs: list[str], date_pattern: str, variable: str | None) 
         )
         raise InputError(f"no file name matches the date pattern {date_pattern!r} in {where} (e.g. {example!r})", hint)
     items = []
-    for d, f in dated:
-        path = f'NETCDF:"{f}":{variable}' if variable else f
-        info = _probe(path, f)
+    paths = [(f'NETCDF:"{f}":{variable}' if variable else f, f) for _d, f in dated]
+    for (d, f), (path, _f), (info, ident) in zip(dated, paths, _probe_all(paths), strict=True):
         if info["count"] != 1:
             if info["count"] == 0:
                 raise InputError(f"{os.path.basename(f)!r} holds no raster bands but subdatasets ({', '.join(info['subdatasets'][:4])})",
@@ -629,7 +649,7 @@ def _items_from_files(srcs: list[str], date_pattern: str, variable: str | None) 
             raise InputError(f"{os.path.basename(f)!r} has {info['count']} bands, but a stack of files takes one band per file",
                              "give single-band files, or give this file alone (with --dates) to stack its bands")  # fmt: skip
         label = (url_name(f) if is_remote(f) else os.path.basename(f)) + (f":{variable}" if variable else "")
-        items.append(_item_of(info, d, path, 1, label, file_identity(f)))
+        items.append(_item_of(info, d, path, 1, label, ident))
     return items, tuple(skipped)
 
 
