@@ -22,7 +22,7 @@ from tilewise.ops.reduce import GROUPBYS, SEASONS, STATS, Group, ReduceOp, holds
 from tilewise.remote import is_remote
 from tilewise.sources.raster import RESAMPLINGS, BandRef
 from tilewise.sources.stack import Member, Stack, bbox_window, open_dated, open_stack, select
-from tilewise.tiling import Tiling, choose_tile_shape
+from tilewise.tiling import DEFAULT_TILE_SIZE, Tiling, choose_tile_shape
 
 # A median/percentile tile holds (dates x tile pixels) float64 values: keep that under this.
 COLUMN_BYTES = 256 << 20
@@ -142,14 +142,17 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
     grid = stack.grid.window_grid(Window(r0, c0, h, w))
     # Smaller tiles than pixel ops: a tile holds a few accumulators and reads every date, so more
     # tiles spread the dates' decoding evenly over the workers (the files stay open between tiles).
-    th, tw = choose_tile_shape(grid, job.tile_size, [ref0.block_shape], default=STACK_TILE_SIZE)
+    # Over a network every window read pays a round trip: remote stacks take the larger tiles of
+    # pixel ops (fewer, larger requests; bench/results/stac.md: 690 -> 450 requests, 4.1 -> 3.2 s).
+    remote = is_remote(ref0.path) and ref0.warp_to is None
+    th, tw = choose_tile_shape(grid, job.tile_size, [ref0.block_shape], default=DEFAULT_TILE_SIZE if remote else STACK_TILE_SIZE)
     if holds_column(spec.stat):
         th, tw = _column_tile(grid, th, tw, max(len(g.dates) for g in groups), [ref0.block_shape])
     op = ReduceOp(spec.stat, groups, spec.expr)
     item = job.items[0]
     # A box of remote files: tile edges on the files' own tile (and block) edges, so no block is
     # fetched by two tiles (locally the tiles stay on the box's corner, where overviews are built with them).
-    phase = (r0, c0) if is_remote(ref0.path) and ref0.warp_to is None else (0, 0)
+    phase = (r0, c0) if remote else (0, 0)
     items = [ItemPlan(0, Path(item.output), refs, grid, Tiling.for_grid(grid, th, tw, halo=0, phase=phase))]
     identities = [{n: [r.path, r.band, list(r.identity)] for n, r in refs.items()}]
     if spec.stack.stac is not None:  # a STAC member's date and item id come from the catalog, not from its file: both decide the output
