@@ -23,7 +23,6 @@ import numpy as np
 from tilewise.blockcache import cache_for, read_blocks
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid, Window
-from tilewise.kernels import accumulate
 from tilewise.rasterfile import open_read_kept, write_raster_file
 from tilewise.sources.raster import BandRef
 
@@ -120,17 +119,13 @@ def _root_cause(exc: BaseException) -> str:
 
 def valid_of(band: np.ndarray, nodata: float | None) -> np.ndarray:
     """Validity of a band by its nodata value: not nodata and, for floats, not NaN."""
-    if band.size >= accumulate.FAST_MIN_PIXELS:
-        from tilewise.kernels.accumulate_jit import valid_float  # numba costs ~0.4 s a process: only big bands pay it
-
-        fast = valid_float(band, nodata)  # one compiled pass for a 2-D float band
-        if fast is not None:
-            return fast
     if nodata is None or np.isnan(nodata):
         return ~np.isnan(band) if band.dtype.kind == "f" else np.ones(band.shape, dtype=bool)
     ok = band != np.asarray(nodata).astype(band.dtype)
     if band.dtype.kind == "f":
-        ok &= ~np.isnan(band)
+        nan = np.isnan(band)
+        if nan.any():  # usually none: two passes saved on every read of a float band
+            ok &= ~nan
     return ok
 
 

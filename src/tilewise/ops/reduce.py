@@ -13,7 +13,6 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -163,13 +162,17 @@ class _Moments(_Accumulator):
         self.m2 = np.zeros(shape if stat == "std" else (0, 0), dtype=np.float64)
 
     def add(self, values: np.ndarray, good: np.ndarray, ordinal: int) -> None:
-        # This runs once per date and pixel: one compiled pass where it can (the same float64
-        # additions), else in place without masked ufuncs (whose casting path is slow);
-        # ``values`` is this date's own buffer, so its invalid pixels may be zeroed.
-        if values.size < reduce_fast_min() or not _fast().add_valid(values, good, self.total, self.n):
+        # This runs once per date and pixel, so in place and without masked ufuncs (whose casting
+        # path is slow). ``values`` is this date's own buffer, so its invalid pixels may be zeroed:
+        # multiplying by the validity does it in one cheap pass (half the time of a masked copy)
+        # when they are finite; x * 0 is then +-0.0, and adding either leaves a float64 sum that
+        # started at +0.0 unchanged, so the sums are the same bits either way.
+        if np.isfinite(values).all():
+            np.multiply(values, good, out=values)
+        else:  # NaN or inf where invalid: x * 0 would be NaN
             np.copyto(values, 0, where=~good)
-            self.total += values
-            self.n += good
+        self.total += values
+        self.n += good
         if self.stat == "std":  # the mean is the float64 sum over the count; std needs Welford to stay accurate
             x = np.where(good, values, 0.0)
             n = np.maximum(self.n, 1)
@@ -231,19 +234,6 @@ class _Column(_Accumulator):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels: nodata below
             res = np.nanpercentile(self.column, self.q, axis=0) if self.q != 50.0 else np.nanmedian(self.column, axis=0)
         return np.where(ok, res, 0.0).astype(dtype), ok
-
-
-def reduce_fast_min() -> int:
-    """Tiles from this many pixels add dates with the compiled kernel (read at call time: tests lower it)."""
-    from tilewise.kernels import accumulate
-
-    return accumulate.FAST_MIN_PIXELS
-
-
-def _fast() -> Any:
-    from tilewise.kernels import accumulate_jit  # numba: imported (~0.4 s a process) only where it pays
-
-    return accumulate_jit
 
 
 def _accumulator(stat: str, shape: tuple[int, int], n: int) -> _Accumulator:
