@@ -692,3 +692,23 @@ def test_focal_mosaic_of_remote_sheets_equals_the_local_sheets(server: Server, t
         with rasterio.open(local / f"sheet{i}_mean_9x9.tif") as a, rasterio.open(remote / f"sheet{i}_mean_9x9.tif") as b:
             np.testing.assert_array_equal(a.read(), b.read())
     check_ranged_only(server.log())
+
+
+def test_cache_of_a_striped_file_keeps_bands_of_strips(server: Server, tmp_path: Path) -> None:
+    # A GeoTIFF in one-row strips: cached in bands of whole strips (not one file per row), output unchanged.
+    from tests.conftest import write_raster
+
+    field = dated_field(3)[:600, :500]
+    write_raster(server.root / "stack" / "strips_20210105.tif", field, nodata=-9999.0, blocksize=None)
+    with rasterio.open(server.root / "stack" / "strips_20210105.tif") as ds:
+        assert ds.block_shapes[0][0] < 16  # strips, as GDAL writes them untiled
+    args = ["-q", "reduce", server.url("stack/strips_20210105.tif"), "--date-pattern", "strips_%Y%m%d.tif", "--tile-size", "128"]
+    r = run_cli(*args, "-o", str(tmp_path / "plain.tif"))
+    assert r.returncode == 0, r.stderr
+    cache = tmp_path / "cache"
+    for name in ("a.tif", "b.tif"):
+        r = run_cli(*args, "-o", str(tmp_path / name), "--cache", str(cache))
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / name).read_bytes() == (tmp_path / "plain.tif").read_bytes()
+    files = [p for p in cache.rglob("*.npy")]
+    assert len(files) == 3, files  # 600 rows of full-width strips in bands of 256 rows

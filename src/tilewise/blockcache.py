@@ -28,6 +28,8 @@ import numpy as np
 from tilewise.grid import Window
 
 _DIR: Path | None = None
+# A file stored in strips is cached in bands of about this many rows (whole strips).
+STRIP_ROWS = 256
 
 
 def use_cache(folder: str | None) -> None:
@@ -73,6 +75,8 @@ def read_blocks(ds: Any, folder: Path, indexes: Sequence[int], window: Window, m
         valid) of the bands that asked for them, else None.
     """
     bh, bw = ds.block_shapes[indexes[0] - 1]
+    if bw >= ds.width and bh < STRIP_ROWS:
+        bh *= max(1, STRIP_ROWS // bh)  # strips: cache a band of whole strips per file, not one file per row
     r0, r1 = window.row_off // bh, (window.row_end - 1) // bh
     c0, c1 = window.col_off // bw, (window.col_end - 1) // bw
     want_masks = any(masks)

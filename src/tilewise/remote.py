@@ -346,6 +346,23 @@ def remote_identity(path: str) -> tuple[int, int]:
     return _identity_of(headers)
 
 
+def object_identity(name: str) -> tuple[int, int] | None:
+    """(size, validator hash) of the object at a GDAL network name (``/vsis3/...``) from GDAL's own HEAD request, or None when there is none.
+
+    Parameters
+    ----------
+    name
+        A GDAL name (:func:`gdal_name`).
+
+    Returns
+    -------
+    tuple[int, int] | None
+        As :func:`remote_identity`; None for a missing object or no answer.
+    """
+    headers = _gdal_headers(name)
+    return _identity_of(headers) if headers else None
+
+
 def open_error(path: str, detail: str) -> InputError:
     """Explain why GDAL could not open the remote ``path``: missing, forbidden, unreachable or not a raster.
 
@@ -484,7 +501,7 @@ def _gdal_headers(name: str) -> dict[str, str] | None:
     global _GDAL
     try:
         if _GDAL is None:
-            _GDAL = _load_gdal()
+            _GDAL = load_gdal()
             _GDAL.VSIGetFileMetadata.restype = ctypes.POINTER(ctypes.c_char_p)
             _GDAL.VSIGetFileMetadata.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
             _GDAL.CSLDestroy.argtypes = [ctypes.POINTER(ctypes.c_char_p)]
@@ -509,8 +526,8 @@ def _gdal_headers(name: str) -> dict[str, str] | None:
         return None
 
 
-def _load_gdal() -> ctypes.CDLL:
-    """The GDAL library rasterio uses (already loaded: opening it again shares its state)."""
+def load_gdal() -> ctypes.CDLL:
+    """The GDAL library rasterio uses (already loaded: opening it again shares its state), for the few C calls rasterio does not wrap."""
     import rasterio  # loads GDAL
 
     candidates: list[str] = []

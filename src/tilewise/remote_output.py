@@ -21,7 +21,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from tilewise.errors import OutputError, UsageError
-from tilewise.remote import _gdal_headers, _identity_of, _load_gdal, gdal_name, is_remote, remote_env
+from tilewise.remote import gdal_name, is_remote, load_gdal, object_identity, remote_env
 
 # Local folder (relative to the directory the job is started from) mirroring s3://BUCKET/KEY.
 STAGING = ".tilewise-upload"
@@ -97,8 +97,7 @@ def remote_version(url: str) -> tuple[int, int] | None:
     tuple[int, int] | None
         The object's identity, as :func:`tilewise.remote.remote_identity` gives it.
     """
-    headers = _gdal_headers(gdal_name(url))
-    return _identity_of(headers) if headers else None
+    return object_identity(gdal_name(url))
 
 
 def check_bucket(url: str) -> None:
@@ -167,7 +166,7 @@ def _vsi() -> ctypes.CDLL:
     """GDAL's VSI functions this module calls, with their C signatures."""
     global _LIB
     if _LIB is None:
-        gdal = _load_gdal()
+        gdal = load_gdal()
         gdal.VSICopyFile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         gdal.VSICopyFile.restype = ctypes.c_int
         gdal.VSIAbortPendingUploads.argtypes = [ctypes.c_char_p]

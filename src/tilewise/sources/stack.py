@@ -611,8 +611,11 @@ def _probe_all(pairs: Sequence[tuple[str, str]]) -> Iterator[tuple[dict[str, Any
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+    pool = ThreadPoolExecutor(PROBE_THREADS)
+    try:
         yield from pool.map(one, pairs)
+    finally:  # an error (or a caller stopping at a bad member) need not wait for the members not yet probed
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _items_from_files(srcs: list[str], date_pattern: str, variable: str | None) -> tuple[list[_Item], tuple[str, ...]]:
