@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tilewise.grid import Window
+from tilewise.remote import is_remote
 
 _DIR: Path | None = None
 # A file stored in strips is cached in bands of about this many rows (whole strips).
@@ -44,8 +45,6 @@ def use_cache(folder: str | None) -> None:
 
 def cache_for(path: str, identity: tuple[int, int], warped: bool) -> Path | None:
     """The cache folder of one remote file, or None when reads of it are not cached."""
-    from tilewise.remote import is_remote
-
     if _DIR is None or warped or identity == (0, 0) or not is_remote(path):
         return None
     key = hashlib.sha256(f"{path}\0{identity[0]}\0{identity[1]}".encode()).hexdigest()[:24]

@@ -138,7 +138,7 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
     """
     from tilewise.job_reduce import resolve_stack
     from tilewise.remote import use_s3_endpoint
-    from tilewise.remote_output import check_bucket, remote_version, staged_output
+    from tilewise.remote_output import check_bucket, remote_version, staged_output, upload
 
     use_s3_endpoint(s3_endpoint)
     local, url = staged_output(output)
@@ -193,8 +193,6 @@ def stack_stats(spec: StackSpec, output: str, *, expr: str = "", area_weighted: 
         _plot(rows, Path(plot_local), expr)
     for p, u in targets:
         if u is not None:
-            from tilewise.remote_output import upload
-
             upload(p, u)
             p.unlink()
     return rows
