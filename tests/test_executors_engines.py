@@ -312,3 +312,21 @@ def test_missing_sbatch_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(UsageError, match="sbatch not found"):
         ParslExecutor(ExecutorOptions(name="parsl", parsl_provider="slurm"))
     assert time.perf_counter() - t0 < 5
+
+
+def test_warm_forkserver_is_the_one_the_process_pool_uses() -> None:
+    """run_job starts the forkserver before planning so its imports overlap the plan; the pool must then fork from that same server."""
+    from multiprocessing import forkserver
+
+    from tilewise.executors.local import ProcessExecutor, warm_forkserver
+
+    warm_forkserver()
+    pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+    assert pid is not None
+    ex = ProcessExecutor(2)
+    try:
+        got = sorted(r for _i, r in ex.map_unordered(abs, [-3, -1, -2]))
+    finally:
+        ex.close()
+    assert got == [1, 2, 3]
+    assert forkserver._forkserver._forkserver_pid == pid  # type: ignore[attr-defined]

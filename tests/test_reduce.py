@@ -397,3 +397,45 @@ def test_kill_9_mid_reduce_then_rerun_gives_the_same_bytes(stack: tuple[Path, li
     st = json.loads(subprocess.run([*CLI, "status", str(out), "--json"], capture_output=True, text=True, timeout=60).stdout)
     assert st["state"] == "complete"
     assert out.read_bytes() == ref.read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # a pixel masked on every date
+def test_members_masked_by_sidecar_mask_files(tmp_path: Path) -> None:
+    """Members without nodata whose validity is a per-dataset mask in a ``.msk`` sidecar: the stream must still find it."""
+    folder = tmp_path / "masked"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    days = _days(date(2021, 3, 1), 6)
+    cube = []
+    for d in days:
+        field = rng.normal(10, 3, (H, W)).astype(np.float32)
+        keep = rng.random((H, W)) > 0.2
+        field[~keep] = 1e6  # garbage under the mask: it must never reach the mean
+        path = folder / f"himax.{d:%Y.%m.%d}.tif"
+        write_raster(path, field[np.newaxis], nodata=None, crs="EPSG:4326", transform=rasterio.transform.from_origin(-30.0, 40.0, 0.25, 0.25))
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=False), rasterio.open(path, "r+") as ds:
+            ds.write_mask(np.where(keep, 255, 0).astype(np.uint8))
+        assert (folder / f"{path.name}.msk").exists()
+        cube.append(np.where(keep, field.astype(np.float64), np.nan))
+    got = _reduce(folder, tmp_path / "o.tif", stat="mean", dtype="float64", tile_size=64, executor="serial")[0]
+    ref = np.nanmean(np.stack(cube), axis=0)
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_a_stream_leaves_no_stream_settings_behind(stack: tuple[Path, list[date], np.ndarray], tmp_path: Path) -> None:
+    """The serial executor runs streams in this thread: afterwards reads here are ordinary again (kept handles, default cache)."""
+    from tilewise import rasterfile
+
+    folder, _, _ = stack
+    _reduce(folder, tmp_path / "o.tif", stat="mean", executor="serial")
+    assert getattr(rasterfile._KEPT, "cache_bytes", 0) == 0
+
+
+def test_a_member_gone_since_planning_is_named(tmp_path: Path) -> None:
+    """A stack member removed after the job was planned: the stream's bare open reports the file, not a GDAL code."""
+    from tilewise.errors import InputError
+    from tilewise.rasterfile import open_read_kept, stream_env
+
+    missing = str(tmp_path / "himax.2021.01.01.tif")
+    with stream_env(1 << 20, sidecars=False), pytest.raises(InputError, match="does not exist"), open_read_kept(missing):
+        pass

@@ -186,6 +186,13 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
     """
     remote = is_remote(path)
     streaming = getattr(_KEPT, "cache_bytes", 0) > 0  # set_read_cache: a time stack's reads
+    if streaming and not remote:
+        # A stream reads hundreds of files once per tile, so a kept handle is never reused:
+        # a bare open under the stream's own environment (stream_env) saves a third of the
+        # cost of each open (two environments and a stat per read).
+        with _open_streamed(path) as ds:
+            yield ds
+        return
     if remote and streaming:
         # A stream (a time stack) reads each block once: a remote file is opened afresh for each
         # tile, because on a kept handle GDAL takes the next tile's block for a sequential read and
@@ -217,6 +224,49 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
     while len(kept) > KEPT_HANDLES:
         _, old = kept.popitem(last=False)
         old.close()
+
+
+def _bare_open(path: str) -> rasterio.io.DatasetReader:
+    """Open a local raster as rasterio.open does, minus the credential environment it enters per call (a third of its cost)."""
+    try:
+        from rasterio._path import _parse_path
+    except ImportError:  # a rasterio that moved its path parser: the public way
+        return rasterio.open(path)
+    return rasterio.io.DatasetReader(_parse_path(path))
+
+
+@contextmanager
+def _open_streamed(path: str) -> Iterator[rasterio.io.DatasetReader]:
+    try:
+        ds = _bare_open(path)
+    except RasterioIOError as exc:
+        check_readable(path)  # a file removed since the job was planned: say so
+        raise InputError(f"{path!r} is not a raster GDAL can read ({_short(exc)})", "check the file is a complete raster") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+@contextmanager
+def stream_env(cache_bytes: int, sidecars: bool = True) -> Iterator[None]:
+    """The GDAL environment of one time-stack stream in this thread (see :func:`set_read_cache`).
+
+    Set once for a tile's whole stream instead of once per read. With ``sidecars``
+    False, opening a file does not list its folder for ``.aux.xml``/``.msk``/``.ovr``
+    files (GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR): the stream takes nodata, scale and
+    offset from the job's plan, so only per-dataset masks need a sidecar. It saves
+    a folder listing per open, which grows with the number of dated files beside it.
+    """
+    opts: dict[str, Any] = {**GDAL_ENV, "GDAL_CACHEMAX": cache_bytes, **endpoint_env()}
+    if not sidecars:
+        opts["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+    set_read_cache(cache_bytes)
+    try:
+        with rasterio.Env(**opts):
+            yield
+    finally:
+        set_read_cache(0)
 
 
 def set_read_cache(cache_bytes: int) -> None:

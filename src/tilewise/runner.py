@@ -120,6 +120,10 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         from tilewise.rasterize_run import run_rasterize  # TMS tiles: a layout of many files, run by its own coordinator
 
         return run_rasterize(job, overwrite=overwrite, progress=progress, executor=executor)
+    if executor is None and job.executor.name == "processes":
+        from tilewise.executors.local import warm_forkserver
+
+        warm_forkserver()  # its imports run while the job is planned
     plan = plan_job(job)
     _check_output_paths(job, plan)
     workdir = job.workdir

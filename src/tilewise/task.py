@@ -19,7 +19,7 @@ from tilewise.grid import Grid
 from tilewise.io import TileArrays, read_tile, to_output, write_tile
 from tilewise.ops.base import Operation, TileContext
 from tilewise.overviews import compute_levels, write_pyramid
-from tilewise.rasterfile import set_read_cache
+from tilewise.rasterfile import set_read_cache, stream_env
 from tilewise.remote import is_remote, use_s3_endpoint
 from tilewise.sources.raster import BandRef
 from tilewise.tiling import Tile
@@ -140,11 +140,13 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
     shape = (task.tile.read.height, task.tile.read.width)
     # A stack's blocks are each decoded once, so GDAL's cache stays small. Files are not kept open
     # between tiles: an open costs ~0.3 ms, while hundreds of open handles cost ~0.4 MB each.
-    set_read_cache(STREAM_CACHE_BYTES)
     order = list(task.op.inputs)
     if sum(is_remote(task.refs[n].path) for n in set(order)) < 2:
-        data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
+        sidecars = any(task.refs[n].use_mask for n in set(order))  # only a mask may live in a sidecar file
+        with stream_env(STREAM_CACHE_BYTES, sidecars=sidecars):
+            data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
         return data, valid, nbytes, read_s
+    set_read_cache(STREAM_CACHE_BYTES)
     # Remote members: each read waits on the network, so the next dates' windows are fetched while
     # this one is added. The op still takes the dates one at a time in date order (the same
     # arithmetic), and at most REMOTE_PREFETCH windows are held.
@@ -182,4 +184,5 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
         finally:
             for _n, fut in pending:
                 fut.cancel()
+            set_read_cache(0)  # this thread's next task may not be a stream
     return data, valid, nbytes, read_s

@@ -153,9 +153,11 @@ class _Accumulator:
 class _Moments(_Accumulator):
     """count, sum, mean (float64 sum over count) and std (Welford's running mean and M2 in float64), per pixel."""
 
-    def __init__(self, stat: str, shape: tuple[int, int]) -> None:
+    def __init__(self, stat: str, shape: tuple[int, int], dates: int = 2**31 - 1) -> None:
         self.stat = stat
-        self.n = np.zeros(shape, dtype=np.int32)
+        # The count in the narrowest type that holds it: adding the validity into it is one of the
+        # few passes per date and pixel (uint16 halves that pass's memory traffic against int32).
+        self.n = np.zeros(shape, dtype=np.uint16 if dates < 2**16 else np.int32)
         self.total = np.zeros(shape, dtype=np.float64)
         # Welford's running mean and M2, for std only.
         self.mean = np.zeros(shape if stat == "std" else (0, 0), dtype=np.float64)
@@ -172,7 +174,7 @@ class _Moments(_Accumulator):
         else:  # NaN or inf where invalid: x * 0 would be NaN
             np.copyto(values, 0, where=~good)
         self.total += values
-        self.n += good
+        np.add(self.n, good.view(np.uint8), out=self.n)
         if self.stat == "std":  # the mean is the float64 sum over the count; std needs Welford to stay accurate
             x = np.where(good, values, 0.0)
             n = np.maximum(self.n, 1)
@@ -241,4 +243,4 @@ def _accumulator(stat: str, shape: tuple[int, int], n: int) -> _Accumulator:
         return _Column(stat, shape, n)
     if stat in ("min", "max", "argmax-date"):
         return _Extreme(stat, shape)
-    return _Moments(stat, shape)
+    return _Moments(stat, shape, n)
