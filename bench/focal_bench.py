@@ -73,6 +73,7 @@ from common import (  # bench/ is not a package: found through sys.path
     WORK_DIR,
     Measurement,
     block_windows,
+    cached_array,
     file_size,
     fmt,
     load_json,
@@ -481,8 +482,9 @@ def worker_peer(name: str, inp: str, out: str, k_s: str, crop_s: str) -> None:
 def worker_encode(inp: str, out: str, kind: str, k_s: str) -> None:
     """Encode-only: write a precomputed float32 focal mean as the peers' tiled GTiff or tilewise's COG (ZSTD-1), all cores."""
     t0 = time.perf_counter()
+    src_path = Path(inp)
     with rasterio.open(inp) as src:
-        arr = nanaware_uniform_mean(src.read(1), int(k_s))
+        arr = cached_array(src_path.with_name(f"{src_path.stem}.mean{int(k_s)}.npy"), src_path, lambda: nanaware_uniform_mean(src.read(1), int(k_s)))
         base = {"width": src.width, "height": src.height, "count": 1, "dtype": "float32", "nodata": np.nan, "crs": src.crs,
                 "transform": src.transform}  # fmt: skip
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):

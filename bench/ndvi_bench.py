@@ -66,6 +66,7 @@ from common import (  # bench/ is not a package: found through sys.path
     WORK_DIR,
     Measurement,
     block_windows,
+    cached_array,
     file_size,
     fmt,
     load_json,
@@ -383,7 +384,10 @@ def worker_encode(inp: str, out: str, kind: str, codec: str = "deflate") -> None
     gtiff_codec = {"compress": "deflate"} if codec == "deflate" else {"compress": "zstd", "zstd_level": 1}
     cog_codec = {"COMPRESS": "DEFLATE"} if codec == "deflate" else {"COMPRESS": "ZSTD", "LEVEL": "1"}
     t0 = time.perf_counter()
-    arr, grid = _ndvi_array(inp)
+    with rasterio.open(inp) as src:
+        grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+    src_path = Path(inp)
+    arr = cached_array(src_path.with_name(f"{src_path.stem}.ndvi.npy"), src_path, lambda: _ndvi_array(inp)[0])
     base = {"width": grid["width"], "height": grid["height"], "count": 1, "dtype": "float32", "nodata": np.nan,
             "crs": grid["crs"], "transform": grid["transform"]}  # fmt: skip
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
