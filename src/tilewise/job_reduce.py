@@ -144,8 +144,9 @@ def plan_reduce(job: Job, spec: ReduceSpec) -> Plan:
     ref0 = next(iter(refs.values()))
     grid = stack.grid.window_grid(Window(r0, c0, h, w))
     # Smaller tiles than pixel ops: a tile holds a few accumulators and reads every date, so more
-    # tiles spread the dates' decoding evenly over the workers. Over a network every window read pays a round trip: remote stacks take the larger tiles of
-    # pixel ops (fewer, larger requests; bench/results/stac.md: 690 -> 450 requests, 4.1 -> 3.2 s).
+    # tiles spread the dates' decoding evenly over the workers. Over a network every window read
+    # pays a round trip: remote stacks take the larger tiles of pixel ops (fewer, larger requests;
+    # bench/results/stac.md: 690 -> 450 requests, 4.1 -> 3.2 s).
     remote = is_remote(ref0.path) and ref0.warp_to is None
     th, tw = choose_tile_shape(grid, job.tile_size, [ref0.block_shape], default=DEFAULT_TILE_SIZE if remote else STACK_TILE_SIZE)
     if holds_column(spec.stat):

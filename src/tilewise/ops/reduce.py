@@ -174,7 +174,7 @@ class _Moments(_Accumulator):
         else:  # NaN or inf where invalid: x * 0 would be NaN
             np.copyto(values, 0, where=~good)
         self.total += values
-        np.add(self.n, good.view(np.uint8), out=self.n)
+        np.add(self.n, good.view(np.uint8) if good.dtype == np.bool_ else good, out=self.n)  # bool as 0/1 bytes: no cast
         if self.stat == "std":  # the mean is the float64 sum over the count; std needs Welford to stay accurate
             x = np.where(good, values, 0.0)
             n = np.maximum(self.n, 1)
