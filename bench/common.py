@@ -469,3 +469,19 @@ def cached_array(cache: Path, source: Path, compute: Callable[[], np.ndarray]) -
         np.save(fh, arr)
     os.replace(tmp, cache)
     return arr
+
+
+def winner_line(values: Mapping[str, float], *, what: str = "", higher_is_better: bool = False, unit: str = "s") -> str:
+    """One Markdown line naming the winner and every other row's ratio to it, e.g.
+
+    ``**Winner**: `tilewise` (10.2 s); the others' time relative to it: `rioxarray_dask` 1.25x, ...``.
+    ``values`` are wall times (lower is better) or rates (``higher_is_better``); the ratios are
+    always "how many times longer than the winner" (time ÷ winner's time, or winner's rate ÷ rate).
+    """
+    ok = {k: v for k, v in values.items() if v is not None and v > 0}
+    if not ok:
+        return f"**Winner**{' ' + what if what else ''}: none measured."
+    best = (max if higher_is_better else min)(ok, key=ok.__getitem__)
+    b = ok[best]
+    others = ", ".join(f"`{k}` {(b / v if higher_is_better else v / b):.2f}x" for k, v in ok.items() if k != best)
+    return (f"**Winner**{' ' + what if what else ''}: `{best}` ({b:.3g} {unit}); the others' time relative to it: {others or 'no other rows'}.")

@@ -89,6 +89,7 @@ from common import (  # bench/ is not a package: found through sys.path
     usable_cores,
     wait_for_quiet,
     warm_page_cache,
+    winner_line,
     write_json,
 )
 from ndvi_bench import _hash01, prefault_memory, tilewise_phases, worker_decode
@@ -824,6 +825,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             table.append([label, fmt(r["wall_s"], 1), px, rate, comp, fmt(r["peak_gb"], 2), fmt(r["tilewise_x"], 1, "×"),
                           fmt(r["pct_of_limit"], 0, " %"), err, bad, r.get("holes_policy") or "", r.get("edge_policy") or ""])  # fmt: skip
         out += [md_table(head, table, "lrlrrrrrrrll"), ""]
+        rates = {n: r["mpix_s"] for n in TOOLS if (r := rows.get(n)) is not None and r.get("status") == "ok"}
+        out += [winner_line(rates, what=f"at K = {k} (by Mpix/s file to file; crop rows at their crop's rate)", higher_is_better=True,
+                            unit="Mpix/s"), ""]  # fmt: skip
         crops = [(n, r) for n, r in rows.items() if r.get("status") == "ok" and r.get("crop")]
         if crops:
             out.append("† on a centred crop (the whole raster would take too long: O(K²)); Mpix/s is the crop's file-to-file rate, an "

@@ -79,6 +79,7 @@ from common import (  # bench/ is not a package: found through sys.path
     sample_windows,
     wait_for_quiet,
     warm_page_cache,
+    winner_line,
     write_json,
 )
 
@@ -831,6 +832,8 @@ def render_verdict(data: dict[str, Any]) -> list[str]:
     s = data["summary"]
     lim, rows, res, tg = s["limits"], s["rows"], data.get("results", {}), s.get("tilewise_targets", {})
     out = ["## Verdict", ""]
+    walls = {n: res[n]["wall_s"] for n in APPROACHES if res.get(n, {}).get("status") == "ok"}
+    out += [winner_line(walls, what="(wall clock, file to file)"), ""]
     measured = [n for n in TILEWISE_ROWS if n in tg]
     if not measured:
         return [*out, "Not measured: no tilewise row ran successfully (`--only tilewise,tilewise_default`).", ""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,10 +40,24 @@ def test_bench_executors_table_and_reports(tmp_path: Path, slurm_cluster: SlurmC
     assert all(run["same_bytes"] for run in runs.values())  # every engine wrote the serial run's bytes
     assert runs["serial"]["speedup"] == 1.0 and runs["slurm"]["jobs"] == 2 and runs["slurm"]["cores_per_job"] == 1
     assert all(run["wall_s"] > 0 and run["cpu_s"] > 0 for run in runs.values())
-    assert "| Example | Jobs | CPU cores/job | Time | CPU efficiency |" in (out / "executors.md").read_text()
+    md = (out / "executors.md").read_text()
+    assert "| Example | Jobs | CPU cores/job | Time | CPU efficiency |" in md
+    fastest = min(runs.values(), key=lambda run: run["wall_s"])["executor"]
+    winner = next(line for line in md.splitlines() if line.startswith("**Winner**"))
+    assert {"serial": "single core", "processes": "multiprocessing (processes)", "slurm": "SLURM array job",
+            "gnu-parallel": "GNU parallel"}[fastest] in winner.split(";")[0]  # fmt: skip
+    assert len(re.findall(r"\d\.\d\dx", winner)) == len(runs) - 1  # every other executor's time relative to the winner
     assert not (tmp_path / "ndvi.tif").exists()  # the runs wrote into a scratch folder, since removed
 
 
 def test_bench_executors_unknown_name_is_exit_2(tmp_path: Path) -> None:
     r = subprocess.run([*CLI, "bench", "executors", str(_job(tmp_path)), "--executors", "serial,magic"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("Error: --executors 'serial,magic' names no executor 'magic'")
+
+
+def test_the_report_names_the_fastest_executor_and_the_ratios() -> None:
+    from tilewise.executor_bench import winner
+
+    runs = [{"executor": "serial", "wall_s": 80.0}, {"executor": "processes", "wall_s": 40.0}, {"executor": "dask", "wall_s": 50.0}]
+    assert winner({"runs": runs}) == ("**Winner**: multiprocessing (processes) (40.0 s); the others' time relative to it: "
+                                      "single core 2.00x, dask (LocalCluster) 1.25x.")  # fmt: skip

@@ -155,6 +155,16 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def winner(result: dict[str, Any]) -> str:
+    """The fastest executor and every other's time relative to it, as one Markdown line."""
+    runs = result["runs"]
+    if not runs:
+        return "**Winner**: none measured."
+    best = min(runs, key=lambda r: r["wall_s"])
+    others = ", ".join(f"{LABELS.get(r['executor'], r['executor'])} {r['wall_s'] / best['wall_s']:.2f}x" for r in runs if r is not best)
+    return f"**Winner**: {LABELS.get(best['executor'], best['executor'])} ({best['wall_s']:.1f} s); the others' time relative to it: {others or 'none'}."
+
+
 def write(result: dict[str, Any], out: Path) -> list[Path]:
     """Write executors.json and executors.md into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +172,6 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
     m = result["machine"]
     md = [f"# tilewise bench executors: {result['job']['command']}", "",
           f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', '?')} usable cores; {result['workers']} core(s) per parallel executor.", "",
-          table(result), ""]  # fmt: skip
+          table(result), "", winner(result), ""]  # fmt: skip
     (out / "executors.md").write_text("\n".join(md), encoding="utf-8")
     return [out / "executors.json", out / "executors.md"]
