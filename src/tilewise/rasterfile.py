@@ -92,11 +92,15 @@ def open_read_unclosed(path: str, **kwargs: Any) -> Iterator[rasterio.io.Dataset
         try:
             ds = rasterio.open(path, **kwargs)
         except RasterioIOError as exc:
-            hint = "check the file is a complete raster (GeoTIFF, JP2, VRT, netCDF:file:var ...)"
-            if path.lower().endswith(".zip"):
-                hint = "unzip it first and pass the raster (or the Sentinel-2 .SAFE folder) inside, or name a file in it as /vsizip/ARCHIVE.zip/PATH"
-            raise InputError(f"{path!r} is not a raster GDAL can read ({_short(exc)})", hint) from None
+            raise _not_a_raster(path, exc) from None
         yield ds
+
+
+def _not_a_raster(path: str, exc: BaseException) -> InputError:
+    hint = "check the file is a complete raster (GeoTIFF, JP2, VRT, netCDF:file:var ...)"
+    if path.lower().endswith(".zip"):
+        hint = "unzip it first and pass the raster (or the Sentinel-2 .SAFE folder) inside, or name a file in it as /vsizip/ARCHIVE.zip/PATH"
+    return InputError(f"{path!r} is not a raster GDAL can read ({_short(exc)})", hint)
 
 
 @contextmanager
@@ -241,7 +245,7 @@ def _open_streamed(path: str) -> Iterator[rasterio.io.DatasetReader]:
         ds = _bare_open(path)
     except RasterioIOError as exc:
         check_readable(path)  # a file removed since the job was planned: say so
-        raise InputError(f"{path!r} is not a raster GDAL can read ({_short(exc)})", "check the file is a complete raster") from None
+        raise _not_a_raster(path, exc) from None
     try:
         yield ds
     finally:
