@@ -367,7 +367,7 @@ def worker_decode(inp: str, workers: int) -> None:
     report_phases(work_s=t1 - t0)
 
 
-def _ndvi_array(inp: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _ndvi_array(inp: str) -> np.ndarray:
     """The NDVI of the whole input as one float32 array, computed strip by strip (the encode benchmarks' untimed setup)."""
     with rasterio.open(inp) as src:
         arr = np.empty((src.height, src.width), dtype=np.float32)
@@ -375,7 +375,7 @@ def _ndvi_array(inp: str) -> tuple[np.ndarray, dict[str, Any]]:
             w = Window(0, row, src.width, min(BLOCK, src.height - row))
             red, nir = src.read(window=w)
             arr[row : row + int(w.height)] = ndvi_reference(red, nir)
-        return arr, {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
+        return arr
 
 
 def worker_encode(inp: str, out: str, kind: str, codec: str = "deflate") -> None:
@@ -388,7 +388,7 @@ def worker_encode(inp: str, out: str, kind: str, codec: str = "deflate") -> None
     with rasterio.open(inp) as src:
         grid = {"crs": src.crs, "transform": src.transform, "width": src.width, "height": src.height}
     src_path = Path(inp)
-    arr = cached_array(src_path.with_name(f"{src_path.stem}.ndvi.npy"), src_path, lambda: _ndvi_array(inp)[0])
+    arr = cached_array(src_path.with_name(f"{src_path.stem}.ndvi.npy"), src_path, lambda: _ndvi_array(inp))
     base = {"width": grid["width"], "height": grid["height"], "count": 1, "dtype": "float32", "nodata": np.nan,
             "crs": grid["crs"], "transform": grid["transform"]}  # fmt: skip
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):

@@ -318,9 +318,10 @@ def test_warm_forkserver_is_the_one_the_process_pool_uses() -> None:
     """run_job starts the forkserver before planning so its imports overlap the plan; the pool must then fork from that same server."""
     from multiprocessing import forkserver
 
-    from tilewise.executors.local import ProcessExecutor, warm_forkserver
+    from tilewise.executors import warm_executor
+    from tilewise.executors.local import ProcessExecutor
 
-    warm_forkserver()
+    warm_executor(ExecutorOptions(name="processes"))
     pid = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
     assert pid is not None
     ex = ProcessExecutor(2)

@@ -190,7 +190,7 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
     """
     remote = is_remote(path)
     streaming = getattr(_KEPT, "cache_bytes", 0) > 0  # set_read_cache: a time stack's reads
-    if streaming and not remote and getattr(_KEPT, "in_stream_env", False):
+    if not remote and getattr(_KEPT, "in_stream_env", False):
         # A stream reads hundreds of files once per tile, so a kept handle is never reused:
         # a bare open under the stream's own environment (stream_env) saves a third of the
         # cost of each open (two environments and a stat per read).

@@ -20,7 +20,7 @@ import numpy as np
 
 from tilewise.assemble import AssembleTask, Source, cog_options, run_assemble, vrt_xml
 from tilewise.errors import OutputError, RunFailedError
-from tilewise.executors import DETACHED, Executor, WorkList, make_executor
+from tilewise.executors import DETACHED, Executor, WorkList, make_executor, warm_executor
 from tilewise.grid import Grid
 from tilewise.io import DiskFullError, disk_full, fmt_bytes, free_bytes
 from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
@@ -120,10 +120,8 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
         from tilewise.rasterize_run import run_rasterize  # TMS tiles: a layout of many files, run by its own coordinator
 
         return run_rasterize(job, overwrite=overwrite, progress=progress, executor=executor)
-    if executor is None and job.executor.name == "processes":
-        from tilewise.executors.local import warm_forkserver
-
-        warm_forkserver()  # its imports run while the job is planned
+    if executor is None:
+        warm_executor(job.executor)  # its start-up runs while the job is planned
     plan = plan_job(job)
     _check_output_paths(job, plan)
     workdir = job.workdir

@@ -141,48 +141,47 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
     # A stack's blocks are each decoded once, so GDAL's cache stays small. Files are not kept open
     # between tiles: a bare open costs ~0.15 ms, while hundreds of open handles cost ~0.4 MB each.
     order = list(task.op.inputs)
-    if sum(is_remote(task.refs[n].path) for n in set(order)) < 2:
-        sidecars = any(task.refs[n].use_mask for n in set(order))  # only a mask may live in a sidecar file
-        with stream_env(STREAM_CACHE_BYTES, sidecars=sidecars):
+    remote = sum(is_remote(task.refs[n].path) for n in set(order)) >= 2
+    sidecars = remote or any(task.refs[n].use_mask for n in set(order))  # only a mask may live in a sidecar file
+    with stream_env(STREAM_CACHE_BYTES, sidecars=sidecars):
+        if not remote:
             data, valid = task.op.reduce(read_one, shape, work)  # type: ignore[attr-defined]
-        return data, valid, nbytes, read_s
-    set_read_cache(STREAM_CACHE_BYTES)
-    # Remote members: each read waits on the network, so the next dates' windows are fetched while
-    # this one is added. The op still takes the dates one at a time in date order (the same
-    # arithmetic), and at most REMOTE_PREFETCH windows are held.
-    from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
+            return data, valid, nbytes, read_s
+        # Remote members: each read waits on the network, so the next dates' windows are fetched while
+        # this one is added. The op still takes the dates one at a time in date order (the same
+        # arithmetic), and at most REMOTE_PREFETCH windows are held.
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-    def fetch(name: str) -> tuple[TileArrays, float]:
-        t = time.perf_counter()
-        return read_tile({name: task.refs[name]}, task.tile.read, work), time.perf_counter() - t
+        def fetch(name: str) -> tuple[TileArrays, float]:
+            t = time.perf_counter()
+            return read_tile({name: task.refs[name]}, task.tile.read, work), time.perf_counter() - t
 
-    pending: deque[tuple[str, Future[tuple[TileArrays, float]]]] = deque()
-    with ThreadPoolExecutor(REMOTE_PREFETCH, initializer=set_read_cache, initargs=(STREAM_CACHE_BYTES,)) as pool:
-        ahead = iter(order)
+        pending: deque[tuple[str, Future[tuple[TileArrays, float]]]] = deque()
+        with ThreadPoolExecutor(REMOTE_PREFETCH, initializer=set_read_cache, initargs=(STREAM_CACHE_BYTES,)) as pool:
+            ahead = iter(order)
 
-        def fill() -> None:
-            while len(pending) < REMOTE_PREFETCH:
-                name = next(ahead, None)
-                if name is None:
-                    return
-                pending.append((name, pool.submit(fetch, name)))
+            def fill() -> None:
+                while len(pending) < REMOTE_PREFETCH:
+                    name = next(ahead, None)
+                    if name is None:
+                        return
+                    pending.append((name, pool.submit(fetch, name)))
 
-        def read_next(name: str) -> tuple[np.ndarray, np.ndarray]:
-            nonlocal nbytes, read_s
-            fill()
-            if not pending or pending[0][0] != name:  # not the order planned: read it here
-                return read_one(name)
-            got, took = pending.popleft()[1].result()
-            fill()
-            nbytes += got.bytes_read
-            read_s += took
-            return got.values[name], got.valid[name]
+            def read_next(name: str) -> tuple[np.ndarray, np.ndarray]:
+                nonlocal nbytes, read_s
+                fill()
+                if not pending or pending[0][0] != name:  # not the order planned: read it here
+                    return read_one(name)
+                got, took = pending.popleft()[1].result()
+                fill()
+                nbytes += got.bytes_read
+                read_s += took
+                return got.values[name], got.valid[name]
 
-        try:
-            data, valid = task.op.reduce(read_next, shape, work)  # type: ignore[attr-defined]
-        finally:
-            for _n, fut in pending:
-                fut.cancel()
-            set_read_cache(0)  # this thread's next task may not be a stream
+            try:
+                data, valid = task.op.reduce(read_next, shape, work)  # type: ignore[attr-defined]
+            finally:
+                for _n, fut in pending:
+                    fut.cancel()
     return data, valid, nbytes, read_s
