@@ -151,3 +151,21 @@ def test_api_refuses_existing_output_without_leaving_a_workdir(tmp_path: Path, s
         tilewise.ndvi(str(scene_tif), str(out), red=1, nir=2, executor="serial")
     assert out.read_bytes() == b"somebody else's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.tif", "taken.tif"]
+
+
+def test_explicit_tile_size_that_cuts_strips_gets_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # GDAL decodes a strip whole, so square tiles across a striped file decode each strip once per tile across.
+    data = np.arange(2 * 64 * 200, dtype=np.uint16).reshape(2, 64, 200)
+    striped = write_raster(tmp_path / "striped.tif", data, blocksize=None)
+    tiled = write_raster(tmp_path / "tiled.tif", data, blocksize=64)
+    for src, args, noted in [(striped, ["--tile-size", "64"], True), (striped, [], False), (tiled, ["--tile-size", "64"], False),
+                             (striped, ["--tile-size", "256"], False)]:  # fmt: skip
+        code, _out, err = cli_inproc(capsys, "ndvi", str(src), "--red", "1", "--nir", "2", "-o", str(tmp_path / "o.tif"), "--overwrite", *args)
+        assert code == 0, err
+        notes = [line for line in err.splitlines() if line.startswith("note: ")]
+        assert bool(notes) == noted, (src.name, args, err)
+        if noted:
+            assert "striped.tif" in notes[0] and "into 4 tiles across" in notes[0] and "leave --tile-size out" in notes[0]
+    code, _out, err = cli_inproc(capsys, "-q", "ndvi", str(striped), "--red", "1", "--nir", "2", "-o", str(tmp_path / "o.tif"),
+                                 "--overwrite", "--tile-size", "64")  # fmt: skip
+    assert code == 0 and "note:" not in err

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from tilewise.errors import UsageError
 from tilewise.grid import Grid, Window
-from tilewise.tiling import DEFAULT_TILE_SIZE, Tiling, choose_tile_shape
+from tilewise.tiling import DEFAULT_TILE_SIZE, Tiling, choose_tile_shape, strip_cuts
 
 GRID = Grid("EPSG:32632", Affine(10.0, 0.0, 1000.0, 0.0, -10.0, 2000.0), 0, 0)
 
@@ -62,6 +62,15 @@ def test_choose_tile_shape() -> None:
     assert strips[1] == 3000 and strips[0] * 3000 <= DEFAULT_TILE_SIZE**2 + 3000
     with pytest.raises(UsageError, match="--tile-size 3"):
         choose_tile_shape(g, 3, [])
+
+
+def test_strip_cuts_counts_tiles_across_full_width_strips() -> None:
+    g = grid(1300, 3600)
+    assert strip_cuts(3600, (1, 3600), Tiling.for_grid(g, 512)) == 8  # 8 tile columns each decode every strip
+    assert strip_cuts(3600, (1, 3600), Tiling.for_grid(g, 223, 3600)) == 1  # bands of whole strips
+    assert strip_cuts(3600, (256, 256), Tiling.for_grid(g, 512)) == 1  # a tiled file
+    assert strip_cuts(4000, (1, 4000), Tiling.for_grid(g, 1800)) == 2  # a window of a wider striped file
+    assert strip_cuts(3600, (0, 0), Tiling.for_grid(g, 512)) == 1  # block shape unknown
 
 
 def test_window_intersection() -> None:

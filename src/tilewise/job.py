@@ -24,7 +24,7 @@ from tilewise.ops.pixel import ExpressionOp
 from tilewise.ops.rasterize import RasterStatSpec
 from tilewise.sources.raster import BandRef, align_bands, resolve_band
 from tilewise.sources.safe import is_safe, read_safe
-from tilewise.tiling import Tiling, choose_tile_shape
+from tilewise.tiling import Tiling, choose_tile_shape, strip_cuts
 
 DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 COMPRESSIONS = ("zstd", "deflate", "lzw", "lerc", "none")
@@ -302,6 +302,38 @@ class Plan:
     @property
     def n_tiles(self) -> int:
         return sum(len(it.tiling) for it in self.items)
+
+
+def tiling_notes(plan: Plan) -> list[str]:
+    """Advice on the tiling to show before a run: an explicit ``--tile-size`` that cuts inputs' strips.
+
+    A file stored in full-width strips (GDAL's default for a GeoTIFF that is not tiled)
+    is decoded a whole strip at a time, so square tiles narrower than the file decode each
+    strip once per tile across it: for a time stack, whose tiles read every date, that
+    many times the decoding. The default tiling avoids it (bands of whole strips); an
+    explicit size is honoured exactly, so this says what it costs (as xarray warns about
+    chunks that split the stored ones).
+    """
+    if plan.job.tile_size is None:
+        return []
+    worst, first, count = 1, "", 0
+    seen: set[str] = set()
+    for item in plan.items:
+        for ref in item.refs.values():
+            if ref.warp_to is not None or ref.path in seen:
+                continue
+            seen.add(ref.path)
+            cuts = strip_cuts(ref.grid.width, ref.block_shape, item.tiling)
+            if cuts > 1:
+                count += 1
+                if cuts > worst:
+                    worst, first = cuts, ref.path
+    if worst == 1:
+        return []
+    others = f" (and {count - 1} other input file(s))" if count > 1 else ""
+    return [f"{first}{others} is stored in full-width strips: --tile-size {plan.job.tile_size} cuts each strip into {worst} tiles "
+            f"across, so each strip is decoded up to {worst} times; leave --tile-size out (tiles then span whole strips) or rewrite "
+            "the input tiled (gdal_translate -co TILED=YES)"]  # fmt: skip
 
 
 def resolve_input(spec: InputSpec) -> BandRef:

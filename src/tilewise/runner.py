@@ -23,7 +23,7 @@ from tilewise.errors import OutputError, RunFailedError
 from tilewise.executors import DETACHED, Executor, WorkList, make_executor, warm_executor
 from tilewise.grid import Grid
 from tilewise.io import DiskFullError, disk_full, fmt_bytes, free_bytes
-from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job
+from tilewise.job import ExecutorOptions, ItemPlan, Job, Plan, plan_job, tiling_notes
 from tilewise.manifest import Manifest, WorkLock, write_json_atomic
 from tilewise.overviews import OverviewTask, level_grid, overview_factors, pyramid_sources, regions
 from tilewise.rasterfile import close_kept
@@ -36,7 +36,7 @@ MIN_UNIT_PIXELS = 1 << 20
 
 @dataclass
 class Event:
-    """A progress report: ``kind`` is start, tile, retry, failed, phase, overview, assemble, output, stopped or done."""
+    """A progress report: ``kind`` is note (advice before the run), start, tile, retry, failed, phase, overview, assemble, output, stopped or done."""
 
     kind: str
     done: int
@@ -123,6 +123,8 @@ def run_job(job: Job, *, overwrite: bool = False, progress: ProgressFn | None = 
     if executor is None:
         warm_executor(job.executor)  # its start-up runs while the job is planned
     plan = plan_job(job)
+    for note in tiling_notes(plan):
+        emit(Event("note", 0, plan.n_tiles, note))
     _check_output_paths(job, plan)
     workdir = job.workdir
     check_unowned_outputs(job, plan, overwrite)

@@ -89,6 +89,18 @@ def _edges(n: int, size: int, phase: int) -> list[int]:
     return [0, *range(first if phase % size else size, n, size), n]
 
 
+def strip_cuts(file_width: int, block_shape: tuple[int, int], tiling: Tiling) -> int:
+    """How many tiles of ``tiling`` cut across each strip of a file stored in full-width strips.
+
+    Every tile that reads part of a strip decodes all of it, so each strip is decoded
+    this many times (1: the file is tiled, or each tile spans whole strips).
+    """
+    bh, bw = block_shape
+    if bh < 1 or bw < file_width:
+        return 1
+    return len({t.core.col_off for t in tiling.tiles})
+
+
 def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]], default: int | None = None) -> tuple[int, int]:
     """Pick the tile shape for a grid read from files with the given block shapes.
 

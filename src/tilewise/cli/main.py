@@ -111,7 +111,8 @@ def _run_kw(kw: dict[str, Any]) -> dict[str, bool]:
 def job_options(f: F) -> F:
     """Options shared by every job command (like rasterio's shared options)."""
     opts = [
-        click.option("--tile-size", type=int, default=None, help="Tile edge in pixels (default: 1024, aligned to the input's blocks)."),
+        click.option("--tile-size", type=int, default=None, help="Tile edge in pixels (default: 1024, aligned to the input's blocks;"
+                     " whole strips for a striped input)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs / start over an unfinished different job."),
         click.option("--dtype", default="float32", show_default=True, help="Output data type."),
         click.option("--nodata", type=float, default=None, help="Output nodata value (default: NaN for floats)."),

@@ -32,7 +32,9 @@ class ProgressPrinter:
     def __call__(self, ev: Event) -> None:
         if self.verbosity < 0:
             return
-        if ev.kind == "start":
+        if ev.kind == "note":
+            self._line(f"note: {ev.message}")
+        elif ev.kind == "start":
             self._t0 = time.perf_counter()
             self._line(ev.message)
             if self.tty:
