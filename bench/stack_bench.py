@@ -5,7 +5,12 @@ Generates (once, cached in bench/work/stack/) 366 daily float32 GeoTIFFs of 3600
 layout), then runs each approach in its own process, measuring wall time and the peak
 memory of its process tree (bench/common.run_measured). Every approach masks -9999.
 
-    .venv/bin/python bench/stack_bench.py [--days 366] [--only tilewise,decode]
+    .venv/bin/python bench/stack_bench.py [--days 366] [--only tilewise,decode] [--repeat 3]
+
+decode-only and tilewise, the two rows of the 1.3x goal, run --repeat times (default 3; the
+median run counts, all runs are in the JSON): their ratio crossed the goal's line from one
+single run to the next. The others run once. With --only, the rows measured replace theirs
+in the existing JSON and the others are kept.
 
 Results: bench/results/stack.{json,md}.
 """
@@ -16,6 +21,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -31,6 +37,7 @@ RESULTS = HERE / "results"
 H, W = 1300, 3600
 NODATA = -9999.0
 GEN_VERSION = "1"
+ALL = "decode,tilewise,numpy_loop,xarray_chunks,xarray_auto"
 
 
 def generate(folder: Path, days: int) -> None:
@@ -129,6 +136,36 @@ def check_same(a: Path, b: Path) -> float:
     return float(np.max(np.abs(p[ok] - q[ok]) / np.maximum(np.abs(q[ok]), 1e-12))) if ok.any() else float("nan")
 
 
+#: The rows the goals compare that crossed a goal's line run to run: measured --repeat times, the median counts.
+GOAL_ROWS = ("decode", "tilewise")
+
+
+def verdict(results: dict) -> list[str]:
+    """The issue's three goals for tilewise, from the (median) rows."""
+    tw, cube, dec = results.get("tilewise"), results.get("xarray_auto"), results.get("decode")
+    if not tw or not tw["ok"]:
+        return ["Goals not judged: tilewise did not run successfully."]
+    out = ["| goal | measured | verdict |", "| :--- | :--- | :--- |"]
+    if cube and cube["ok"]:
+        speed = cube["wall_s"] / tw["wall_s"]
+        out.append(f"| >= 2x the tutorial's cube (`xarray_auto`) | {speed:.2f}x ({cube['wall_s']:.1f} vs {tw['wall_s']:.1f} s) | "
+                   f"{'met' if speed >= 2 else '**not met**'} |")
+        share = tw["peak_mb"] / cube["peak_mb"]
+        out.append(f"| peak memory <= 25 % of the cube's | {100 * share:.0f} % ({tw['peak_mb']:.0f} vs {cube['peak_mb']:.0f} MB) | "
+                   f"{'met' if share <= 0.25 else '**not met**'} |")
+    if dec and dec["ok"]:
+        ratio = tw["wall_s"] / dec["wall_s"]
+        spread = ""
+        if len(tw.get("runs", [])) > 1 and len(dec.get("runs", [])) > 1:
+            lo = min(r["wall_s"] for r in tw["runs"]) / max(r["wall_s"] for r in dec["runs"])
+            hi = max(r["wall_s"] for r in tw["runs"]) / min(r["wall_s"] for r in dec["runs"])
+            spread = f"; over all runs {lo:.2f}-{hi:.2f}x"
+        med = ", medians" if len(tw.get("runs", [])) > 1 else ""
+        out.append(f"| within 1.3x of decode-only | {ratio:.3f}x ({tw['wall_s']:.2f} vs {dec['wall_s']:.2f} s{med}{spread}) | "
+                   f"{'met' if ratio <= 1.3 else '**not met**'} |")
+    return out
+
+
 def render(report: dict) -> str:
     """The Markdown report from the JSON one."""
     results, m, days = report["results"], report["machine"], report["workload"]["days"]
@@ -137,21 +174,27 @@ def render(report: dict) -> str:
     for name, r in results.items():
         ratio = r["wall_s"] / tw["wall_s"] if tw else None
         mem = r["peak_mb"] / tw["peak_mb"] if tw and tw["peak_mb"] else None
-        rows.append([name, f"{r['wall_s']:.1f}", f"{ratio:.2f}x" if ratio else "", f"{r['peak_mb']:.0f}", f"{mem:.2f}x" if mem else "",
-                     f"{r.get('max_rel_diff_vs_numpy', float('nan')):.1e}" if name != "decode" else "-"])  # fmt: skip
+        runs = r.get("runs") or [r]
+        rows.append([name, f"{r['wall_s']:.1f}", ", ".join(f"{x['wall_s']:.1f}" for x in runs), f"{ratio:.2f}x" if ratio else "",
+                     f"{r['peak_mb']:.0f}", f"{mem:.2f}x" if mem else "",
+                     f"{r.get('max_rel_diff_vs_numpy', float('nan')):.1e}" if name != "decode" else "-",
+                     r.get("measured_at", "")])  # fmt: skip
     md = [f"# Time-stack mean: {days} daily {W} x {H} float32 GeoTIFFs (DEFLATE, 10 % nodata)", "",
-          f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', m.get('cores', '?'))} cores.", "",
-          md_table(["approach", "wall s", "time / tilewise", "peak MB", "memory / tilewise", "max rel. diff vs numpy loop"], rows), "",
+          f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', m.get('cores', '?'))} cores. "
+          f"`decode` and `tilewise` ran several times (the median run is shown), the others once.", "",
+          md_table(["approach", "wall s", "runs (s)", "time / tilewise", "peak MB", "memory / tilewise", "max rel. diff vs numpy loop",
+                    "measured at"], rows), "",
           # decode-only is the machine limit, not an approach that computes the mean
           winner_line({n: r["wall_s"] for n, r in results.items() if n != "decode" and r["ok"]}, what="(wall clock; decode-only is the limit)"),
-          ""]  # fmt: skip
+          "", "## Goals", "", *verdict(results), ""]  # fmt: skip
     return "\n".join(md)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=366)
-    ap.add_argument("--only", default="decode,tilewise,numpy_loop,xarray_chunks,xarray_auto")
+    ap.add_argument("--only", default=ALL, help=f"comma-separated approaches (default {ALL})")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of decode and tilewise, the rows of the 1.3x goal; the median counts (default 3)")
     ap.add_argument("--report-only", action="store_true", help="only re-render results/stack.md from results/stack.json")
     args = ap.parse_args()
     if args.report_only:
@@ -161,21 +204,30 @@ def main() -> int:
         return 0
     folder = WORK / f"days{args.days}"
     generate(folder, args.days)
-    results = {}
+    merged = RESULTS / "stack.json"
+    # With --only, the rows measured now replace theirs; the other rows of the last run are kept.
+    results = {} if args.only == ALL or not merged.exists() else dict(json.loads(merged.read_text(encoding="utf-8"))["results"])
     outs = WORK / "out"
     outs.mkdir(parents=True, exist_ok=True)
     for name in args.only.split(","):
-        wait_for_quiet(120.0)
-        out = outs / f"{name}.tif"
-        if out.exists():
-            os.remove(out)
-        print(f"running {name} ...", flush=True)
-        m = run_measured(command(name, folder, out), timeout_s=3600)
-        if m.returncode != 0:
-            print(m.stderr_tail[-2000:], flush=True)
-        results[name] = {"wall_s": round(m.wall_s, 2), "peak_mb": round(m.peak_rss_bytes / 1e6, 1), "cpu_s": round(m.cpu_s, 1),
-                         "other_cpu_s": round(m.other_cpu_s, 1), "ok": m.returncode == 0}  # fmt: skip
-        print(f"  {results[name]}", flush=True)
+        runs = []
+        for _ in range(args.repeat if name in GOAL_ROWS else 1):
+            wait_for_quiet(120.0)
+            out = outs / f"{name}.tif"
+            if out.exists():
+                os.remove(out)
+            print(f"running {name} ...", flush=True)
+            m = run_measured(command(name, folder, out), timeout_s=3600)
+            if m.returncode != 0:
+                print(m.stderr_tail[-2000:], flush=True)
+            runs.append({"wall_s": round(m.wall_s, 2), "peak_mb": round(m.peak_rss_bytes / 1e6, 1), "cpu_s": round(m.cpu_s, 1),
+                         "other_cpu_s": round(m.other_cpu_s, 1), "ok": m.returncode == 0})  # fmt: skip
+            print(f"  {runs[-1]}", flush=True)
+            if m.returncode != 0:
+                break
+        ok = [r for r in runs if r["ok"]]
+        median = sorted(ok, key=lambda r: r["wall_s"])[(len(ok) - 1) // 2] if len(ok) == len(runs) else runs[-1]
+        results[name] = {**median, "runs": runs, "measured_at": time.strftime("%Y-%m-%d %H:%M")}
     ref = outs / "numpy_loop.tif"
     for name in results:
         if name != "decode" and (outs / f"{name}.tif").exists() and ref.exists():

@@ -422,6 +422,24 @@ def test_members_masked_by_sidecar_mask_files(tmp_path: Path) -> None:
     np.testing.assert_allclose(got, ref, rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # a pixel nodata on every date
+def test_member_nodata_from_aux_xml_sidecars(tmp_path: Path) -> None:
+    """Nodata given only in each member's ``.aux.xml`` (GDAL's PAM sidecar): the planner's bare opens must still find it."""
+    folder = tmp_path / "pam"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    cube = []
+    for d in _days(date(2021, 5, 1), 5):
+        field = rng.normal(20, 4, (H, W)).astype(np.float32)
+        field[rng.random((H, W)) < 0.15] = -9999.0
+        path = write_raster(folder / f"himax.{d:%Y.%m.%d}.tif", field[np.newaxis], nodata=None, crs="EPSG:4326",
+                            transform=rasterio.transform.from_origin(-30.0, 40.0, 0.25, 0.25))  # fmt: skip
+        Path(f"{path}.aux.xml").write_text('<PAMDataset><PAMRasterBand band="1"><NoDataValue>-9999</NoDataValue></PAMRasterBand></PAMDataset>')
+        cube.append(np.where(field == -9999.0, np.nan, field.astype(np.float64)))
+    got = _reduce(folder, tmp_path / "o.tif", stat="mean", dtype="float64", executor="serial")[0]
+    np.testing.assert_allclose(got, np.nanmean(np.stack(cube), axis=0), rtol=1e-12)
+
+
 def test_a_stream_leaves_no_stream_settings_behind(stack: tuple[Path, list[date], np.ndarray], tmp_path: Path) -> None:
     """The serial executor runs streams in this thread: afterwards reads here are ordinary again (kept handles, default cache)."""
     from tilewise import rasterfile

@@ -278,6 +278,35 @@ def stream_env(cache_bytes: int, sidecars: bool = True) -> Iterator[None]:
         set_read_cache(0)
 
 
+@contextmanager
+def probe_env() -> Iterator[None]:
+    """One GDAL environment for opening many local rasters in a row (a stack's members, when planning).
+
+    Inside it, :func:`open_probed` opens a local file with a bare open (no environment of its
+    own per file: ~0.35 ms instead of ~0.9 ms, which for a stack of hundreds of members is
+    start-up time every worker waits for). Sidecar files are still looked for: the planner
+    reads nodata, scale, offset and masks, which may live in ``.aux.xml`` or ``.msk`` files.
+    """
+    with rasterio.Env(**{**GDAL_ENV, **endpoint_env()}):
+        _KEPT.in_probe_env = True
+        try:
+            yield
+        finally:
+            _KEPT.in_probe_env = False
+
+
+@contextmanager
+def open_probed(path: str) -> Iterator[rasterio.io.DatasetReader]:
+    """:func:`open_read`, with a bare open for a local file inside :func:`probe_env` (same errors)."""
+    if is_remote(path) or not getattr(_KEPT, "in_probe_env", False):
+        with open_read(path) as ds:
+            yield ds
+        return
+    check_readable(path)
+    with _open_streamed(path) as ds:
+        yield ds
+
+
 def set_read_cache(cache_bytes: int) -> None:
     """Use a GDAL block cache of ``cache_bytes`` for this thread's :func:`open_read_kept` reads (0: the default).
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from tilewise.errors import GridMismatchError, InputError, UsageError
 from tilewise.grid import Grid, crs_name
-from tilewise.rasterfile import check_readable, grid_of, open_read
+from tilewise.rasterfile import check_readable, grid_of, open_probed, open_read, probe_env
 from tilewise.remote import is_remote, url_name
 from tilewise.sources.raster import BandRef, file_identity
 
@@ -607,7 +607,8 @@ def _probe_all(pairs: Sequence[tuple[str, str]]) -> Iterator[tuple[dict[str, Any
         return _probe(*pair), file_identity(pair[1])
 
     if sum(is_remote(f) for _p, f in pairs) < 2:
-        yield from map(one, pairs)
+        with probe_env():  # local members: one GDAL environment for all their opens
+            yield from map(one, pairs)
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -703,7 +704,7 @@ def _probe(path: str, file_part: str) -> dict[str, Any]:
     check_readable(file_part)
     from rasterio.enums import MaskFlags
 
-    with _quiet(), open_read(path) as ds:
+    with _quiet(), open_probed(path) as ds:
         count = ds.count
         info: dict[str, Any] = {"count": count, "subdatasets": list(ds.subdatasets), "path": path, "file": file_part}
         if count == 0:
