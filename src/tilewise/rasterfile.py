@@ -302,8 +302,7 @@ def open_probed(path: str) -> Iterator[rasterio.io.DatasetReader]:
         with open_read(path) as ds:
             yield ds
         return
-    check_readable(path)
-    with _open_streamed(path) as ds:
+    with _open_streamed(path) as ds:  # a missing file is named when the open fails (check_readable)
         yield ds
 
 
