@@ -181,7 +181,7 @@ def render(report: dict) -> str:
                      r.get("measured_at", "")])  # fmt: skip
     md = [f"# Time-stack mean: {days} daily {W} x {H} float32 GeoTIFFs (DEFLATE, 10 % nodata)", "",
           f"Machine: {m.get('cpu_model', '?')}, {m.get('usable_cores', m.get('cores', '?'))} cores. "
-          f"`decode` and `tilewise` ran several times (the median run is shown), the others once.", "",
+          "Where a row ran several times (`decode` and `tilewise`, `--repeat`), the median run is shown.", "",
           md_table(["approach", "wall s", "runs (s)", "time / tilewise", "peak MB", "memory / tilewise", "max rel. diff vs numpy loop",
                     "measured at"], rows), "",
           # decode-only is the machine limit, not an approach that computes the mean
