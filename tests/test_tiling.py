@@ -43,6 +43,7 @@ def test_tiles_cover_each_pixel_once(h: int, w: int, th: int, tw: int, halo: int
         keys.add(t.key)
     assert (cover == 1).all()
     assert len(keys) == len(tiling)
+    assert tiling.columns == len({t.core.col_off for t in tiling})
 
 
 def test_non_dividing_sizes_keep_last_rows_and_columns() -> None:

@@ -190,7 +190,7 @@ def open_read_kept(path: str, identity: tuple[int, int] = (0, 0)) -> Iterator[ra
     """
     remote = is_remote(path)
     streaming = getattr(_KEPT, "cache_bytes", 0) > 0  # set_read_cache: a time stack's reads
-    if not remote and getattr(_KEPT, "in_stream_env", False):
+    if not remote and getattr(_KEPT, "bare_opens", False):
         # A stream reads hundreds of files once per tile, so a kept handle is never reused:
         # a bare open under the stream's own environment (stream_env) saves a third of the
         # cost of each open (two environments and a stat per read).
@@ -265,17 +265,26 @@ def stream_env(cache_bytes: int, sidecars: bool = True) -> Iterator[None]:
     per-dataset mask needs a sidecar. (TRUE would probe sidecar names one by one,
     which for a VRT member naming remote sources means requests.)
     """
-    opts: dict[str, Any] = {**GDAL_ENV, "GDAL_CACHEMAX": cache_bytes, **endpoint_env()}
+    opts: dict[str, Any] = {"GDAL_CACHEMAX": cache_bytes}
     if not sidecars:
         opts["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     set_read_cache(cache_bytes)
-    _KEPT.in_stream_env = True  # the bare opens rely on this environment
     try:
-        with rasterio.Env(**opts):
+        with _bare_open_env(**opts):
             yield
     finally:
-        _KEPT.in_stream_env = False
         set_read_cache(0)
+
+
+@contextmanager
+def _bare_open_env(**overrides: Any) -> Iterator[None]:
+    """The one GDAL environment that local bare opens (:func:`_open_streamed`) rely on, with ``overrides``."""
+    _KEPT.bare_opens = True
+    try:
+        with rasterio.Env(**{**GDAL_ENV, **endpoint_env(), **overrides}):
+            yield
+    finally:
+        _KEPT.bare_opens = False
 
 
 @contextmanager
@@ -287,18 +296,14 @@ def probe_env() -> Iterator[None]:
     start-up time every worker waits for). Sidecar files are still looked for: the planner
     reads nodata, scale, offset and masks, which may live in ``.aux.xml`` or ``.msk`` files.
     """
-    with rasterio.Env(**{**GDAL_ENV, **endpoint_env()}):
-        _KEPT.in_probe_env = True
-        try:
-            yield
-        finally:
-            _KEPT.in_probe_env = False
+    with _bare_open_env():
+        yield
 
 
 @contextmanager
 def open_probed(path: str) -> Iterator[rasterio.io.DatasetReader]:
     """:func:`open_read`, with a bare open for a local file inside :func:`probe_env` (same errors)."""
-    if is_remote(path) or not getattr(_KEPT, "in_probe_env", False):
+    if is_remote(path) or not getattr(_KEPT, "bare_opens", False):
         with open_read(path) as ds:
             yield ds
         return

@@ -57,6 +57,11 @@ class Tiling:
     def __len__(self) -> int:
         return len(self.tiles)
 
+    @property
+    def columns(self) -> int:
+        """The number of tiles across the grid."""
+        return len(_edges(self.grid.width, self.tile_width, self.phase[1])) - 1
+
     @classmethod
     def for_grid(cls, grid: Grid, tile_height: int, tile_width: int | None = None, halo: int = 0,
                  phase: tuple[int, int] = (0, 0)) -> Tiling:  # fmt: skip
@@ -98,7 +103,7 @@ def strip_cuts(file_width: int, block_shape: tuple[int, int], tiling: Tiling) ->
     bh, bw = block_shape
     if bh < 1 or bw < file_width:
         return 1
-    return len({t.core.col_off for t in tiling.tiles})
+    return tiling.columns
 
 
 def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[tuple[int, int]], default: int | None = None) -> tuple[int, int]:
