@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -63,6 +65,31 @@ def test_choose_tile_shape() -> None:
     assert strips[1] == 3000 and strips[0] * 3000 <= DEFAULT_TILE_SIZE**2 + 3000
     with pytest.raises(UsageError, match="--tile-size 3"):
         choose_tile_shape(g, 3, [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(h=st.integers(1, 20000), w=st.integers(1025, 40000), bh=st.integers(1, 64), size=st.integers(16, 2048))
+def test_default_strip_bands_leave_no_thin_last_band(h: int, w: int, bh: int, size: int) -> None:
+    # Files in full-width strips get bands of whole strips: as many as bands of about size² pixels
+    # give, each of the smallest height that gives that many, so the last band is as thick as it can be.
+    if w <= size:
+        return
+    rows, cols = choose_tile_shape(grid(h, w), None, [(bh, w)], default=size)
+    aimed = max(bh, (size * size // w) // bh * bh)
+    assert cols == w and rows % bh == 0 and rows <= aimed
+    n = math.ceil(h / aimed)
+    assert math.ceil(h / rows) == n  # as many tiles as bands of the aimed height
+    assert rows == bh or math.ceil(h / (rows - bh)) > n  # one strip less would need another band
+    bands = [t.core.height for t in Tiling.for_grid(grid(h, w), rows, cols)]
+    assert sum(bands) == h and len(bands) == n
+    assert bands[-1] >= h - (n - 1) * aimed  # never thinner than the aimed height left it
+
+
+def test_default_strip_bands_of_the_stack_benchmark() -> None:
+    # 1300 rows of single-row strips: six bands of 217/215 rows, not five of 223 and one of 185.
+    rows, _ = choose_tile_shape(grid(1300, 3600), None, [(1, 3600)], default=896)
+    assert rows == 217
+    assert [t.core.height for t in Tiling.for_grid(grid(1300, 3600), rows, 3600)] == [217] * 5 + [215]
 
 
 def test_strip_cuts_counts_tiles_across_full_width_strips() -> None:

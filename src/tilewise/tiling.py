@@ -7,6 +7,7 @@ their neighbours, and crops the halo away before writing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -113,7 +114,9 @@ def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[
     aligns to the first input's blocks: square tiles of about
     :data:`DEFAULT_TILE_SIZE` that are a whole number of blocks, or, for files
     stored in full-width strips, full-width bands of whole strips holding about
-    as many pixels, so no worker decodes a strip another worker also decodes.
+    as many pixels (of the smallest height that gives as many bands, so the last
+    band is as thick as it can be), so no worker decodes a strip another worker
+    also decodes.
     ``default`` replaces :data:`DEFAULT_TILE_SIZE` as the edge aimed at.
     """
     if tile_size is not None:
@@ -126,6 +129,11 @@ def choose_tile_shape(grid: Grid, tile_size: int | None, block_shapes: Sequence[
     bh, bw = block_shapes[0]
     if bw >= grid.width and grid.width > size:
         rows = max(bh, (size * size // grid.width) // bh * bh)
+        # As many bands as that gives, each of the smallest height (in whole strips) that gives as
+        # many: a last band much thinner than the others leaves a worker idle at the end of a job of
+        # few tiles (a stack's 1300 rows: 5 x 217 + 215 rows, not 5 x 223 + 185).
+        bands = math.ceil(grid.height / rows)
+        rows = max(bh, math.ceil(math.ceil(grid.height / bands) / bh) * bh)
         return rows, grid.width
     if 0 < bh <= size and 0 < bw <= size and bh == bw:
         size = size // bh * bh
