@@ -727,3 +727,26 @@ def test_input_changed_after_a_crash_is_detected(tmp_path: Path) -> None:
     fresh_args = [a if a not in (str(src), str(out)) else str(fresh_dir / Path(a).name) for a in args]
     subprocess.run(fresh_args, check=True, timeout=300)
     assert out.read_bytes() == fresh.read_bytes()
+
+
+def test_an_uncompressed_tile_cut_short_is_refused(tmp_path: Path) -> None:
+    """Tiles are written by GDAL itself (no copy in memory), then checked to hold all their blocks: a
+    file shorter than that (a full disk GDAL did not report) raises instead of being recorded as done."""
+    import rasterio
+    from affine import Affine
+
+    from tilewise.errors import OutputError
+    from tilewise.grid import Grid
+    from tilewise.io import write_array
+    from tilewise.rasterfile import write_raster_direct
+
+    grid = Grid("EPSG:32633", Affine(30.0, 0.0, 0.0, 0.0, -30.0, 0.0), 700, 900)
+    data = np.arange(2 * 700 * 900, dtype=np.float32).reshape(2, 700, 900)
+    size = write_array(tmp_path / "t.tif", data, grid, -9999.0, ["a", "b"])
+    assert size >= 2 * 2 * 2 * 512 * 512 * 4  # 2 x 2 blocks of 512 per band, edge blocks whole
+    profile = {"driver": "GTiff", "width": 900, "height": 700, "count": 2, "dtype": "float32", "tiled": True, "blockxsize": 512, "blockysize": 512,
+               "crs": grid.crs, "transform": grid.transform}
+    with pytest.raises(OutputError, match="cut short"):
+        write_raster_direct(tmp_path / "short.tif", lambda ds: ds.write(data), size + 1, **profile)
+    with rasterio.open(tmp_path / "t.tif") as ds:
+        assert (ds.read() == data).all() and ds.descriptions == ("a", "b")

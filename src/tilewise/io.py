@@ -23,7 +23,7 @@ import numpy as np
 from tilewise.blockcache import cache_for, read_blocks
 from tilewise.errors import InputError, OutputError
 from tilewise.grid import Grid, Window
-from tilewise.rasterfile import open_read_kept, write_raster_file
+from tilewise.rasterfile import open_read_kept, write_raster_direct, write_raster_file
 from tilewise.sources.raster import BandRef
 
 
@@ -305,9 +305,15 @@ def _write_array(path: Path, out: np.ndarray, grid: Grid, nodata: float, band_na
             ds.set_band_description(i, name)
 
     try:
-        # Encoded in memory, written with checked I/O: GDAL writing the file itself can
-        # report success for a tile a full disk cut short (then recorded as done).
-        write_raster_file(tmp, fill, **profile)
+        if encoding:
+            # Encoded in memory, written with checked I/O: GDAL writing the file itself can
+            # report success for a tile a full disk cut short (then recorded as done).
+            write_raster_file(tmp, fill, **profile)
+        else:
+            # Uncompressed, so every block has its full size: a file shorter than its blocks was cut short.
+            bh, bw = profile["blockysize"], profile["blockxsize"]
+            blocks = -(-grid.height // bh) * -(-grid.width // bw) * out.shape[0]
+            write_raster_direct(tmp, fill, blocks * bh * bw * out.dtype.itemsize, **profile)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
