@@ -750,3 +750,32 @@ def test_an_uncompressed_tile_cut_short_is_refused(tmp_path: Path) -> None:
         write_raster_direct(tmp_path / "short.tif", lambda ds: ds.write(data), size + 1, **profile)
     with rasterio.open(tmp_path / "t.tif") as ds:
         assert (ds.read() == data).all() and ds.descriptions == ("a", "b")
+
+
+def test_outputs_are_flushed_to_disk_while_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The COG is flushed to the disk while GDAL writes it (so its fsync before the rename waits little):
+    the flushing thread syncs the file being written, stops with the write, and leaves its bytes alone."""
+    from tilewise import rasterfile
+
+    if not hasattr(os, "fdatasync"):
+        pytest.skip("os.fdatasync is not on this platform; outputs are only fsynced at the end")
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", spy)
+    path = tmp_path / "growing.bin"
+    with rasterfile.flushing(path, every=0.02), open(path, "wb") as fh:
+        for i in range(20):
+            fh.write(bytes([i]) * 4096)
+            fh.flush()
+            time.sleep(0.01)
+    after = len(synced)
+    time.sleep(0.1)
+    assert after >= 2 and len(synced) == after  # synced while written, and no more afterwards
+    assert path.read_bytes() == b"".join(bytes([i]) * 4096 for i in range(20))
+    with rasterfile.flushing(tmp_path / "never-created.bin", every=0.01):  # nothing to flush: no error
+        time.sleep(0.05)

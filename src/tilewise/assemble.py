@@ -22,7 +22,7 @@ import numpy as np
 from tilewise.errors import OutputError
 from tilewise.grid import Grid, Window
 from tilewise.io import block_size, disk_full
-from tilewise.rasterfile import GDAL_TYPES, copy_raster, fsync_dir, open_read
+from tilewise.rasterfile import GDAL_TYPES, copy_raster, flushing, fsync_dir, open_read
 
 # A piece of a mosaic: (file, window of the mosaic it fills, column where it starts in the file,
 # the file's width and height) - the sizes let GDAL plan reads without opening every file.
@@ -149,7 +149,8 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
             path.write_text(vrt_xml(grid, task.dtype, task.nodata, task.band_names, tiles), encoding="utf-8")
         xml = vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles, [str(p) for p in level_vrts])
         vrt.write_text(xml, encoding="utf-8")
-        copy_raster(vrt, tmp, "COG", **task.creation_options)
+        with flushing(tmp):
+            copy_raster(vrt, tmp, "COG", **task.creation_options)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         check_complete(tmp, task.grid, len(task.band_names))
