@@ -145,6 +145,8 @@ WINNER_GROUPS = {"count + coverage": ("gateway", "gateway_full", "tilewise"), "c
                  "touched counts": ("gdal_rasterize", "tilewise_intersects")}  # fmt: skip
 #: The tilewise row each peer's time is compared with (the one computing the same statistic).
 COMPARE_WITH = {"exactextract": "tilewise_coverage", "exactextract_pandas": "tilewise_coverage", "gdal_rasterize": "tilewise_intersects"}
+#: The row the 10x-the-Gateway goal is judged by: measured --goal-repeats times.
+GOAL_ROWS = ("tilewise",)
 
 NOTES = {
     "gateway": "PDG viz-raster's Raster.from_vector re-implemented (pdgraster/Raster.py): per z13 tile, read the tile's polygons "
@@ -588,10 +590,11 @@ def _noisy(m: Measurement) -> bool:
 
 
 def measure(label: str, cmd: list[str], env: dict[str, str] | None, out: Path, inp: Path, args: argparse.Namespace,
-            make_out: bool = False) -> tuple[Measurement, list[Measurement]]:  # fmt: skip
-    """Run ``cmd`` ``--repeats`` times undisturbed by other processes (at most twice as many attempts); the median run and all."""
+            make_out: bool = False, repeats: int | None = None) -> tuple[Measurement, list[Measurement]]:  # fmt: skip
+    """Run ``cmd`` ``repeats`` (default ``--repeats``) times undisturbed by other processes (at most twice as many attempts); the median run and all."""
+    repeats = repeats or args.repeats
     runs: list[Measurement] = []
-    while len(runs) < 2 * args.repeats and sum(1 for r in runs if not _noisy(r)) < args.repeats:
+    while len(runs) < 2 * repeats and sum(1 for r in runs if not _noisy(r)) < repeats:
         remove(out)
         if make_out:
             out.mkdir(parents=True)
@@ -835,12 +838,15 @@ def run_row(name: str, inp: Path, tiles: Sequence[tuple[int, int]], work: Path, 
             return {**rec, "status": "unavailable", "error": "exactextract not installed (pip install exactextract; part of the bench extra)"}
     out = work / "out" / name
     cmd, env = command(row, inp, out, tiles, shlex.split(args.tilewise_args) if row in TILEWISE_ROWS else ())
-    m, runs = measure(name, cmd, env, out, inp, args, make_out=name == "gdal_rasterize")
+    # The row of the 10x-the-Gateway goal runs --goal-repeats times (the median counts): one slow run of it
+    # (its tile phase took 7.0 s instead of ~4 s once) moved the ratio across the line.
+    repeats = max(args.repeats, args.goal_repeats) if name in GOAL_ROWS else args.repeats
+    m, runs = measure(name, cmd, env, out, inp, args, make_out=name == "gdal_rasterize", repeats=repeats)
     d = m.as_dict()
     rec.update({"status": "ok" if m.ok else "failed", "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **{k: d[k] for k in ("cmd", "returncode", "wall_s", "cpu_s", "other_cpu_s", "peak_rss_gb", "cores_used", "other_load_cores",
                                      "timed_out", "phases")},
-                "peak_mb": round(m.peak_rss_bytes / 1e6, 1), "tiles": len(tiles), "repeats": args.repeats, "noisy": _noisy(m), "output_dir": str(out),
+                "peak_mb": round(m.peak_rss_bytes / 1e6, 1), "tiles": len(tiles), "repeats": repeats, "noisy": _noisy(m), "output_dir": str(out),
                 "runs": [{"wall_s": round(r.wall_s, 3), "cpu_s": round(r.cpu_s, 2), "peak_mb": round(r.peak_rss_bytes / 1e6, 1),
                           "other_load_cores": r.as_dict()["other_load_cores"], "phases": r.phases} for r in runs]})  # fmt: skip
     if row in TILEWISE_ROWS:
@@ -959,7 +965,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             "each copy are rasterized in every tile they touch (the PDG's staged copies).", ""]  # fmt: skip
     out += ["## Results", "",
             f"Each row's median undisturbed run (*runs*: runs made; a run during which other processes used more than {NOISY_LOAD:g} "
-            "cores is *disturbed* and retried, up to twice `--repeats`; when all were disturbed, the median of them); "
+            "cores is *disturbed* and retried, up to twice `--repeats`; when all were disturbed, the median of them; `tilewise`, the row "
+            "of the 10x-the-Gateway goal, runs `--goal-repeats` times); "
             "wall clock from process start to exit; CPU = user + "
             "system seconds of the process tree; peak = largest sum of RSS over the process tree (sampled every 50 ms); *other load*: cores "
             "used by other processes meanwhile. *time / tilewise*: the row's wall clock over tilewise's for the same statistic "
@@ -1162,6 +1169,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--regenerate", action="store_true", help="Regenerate the inputs even if cached ones exist.")
     p.add_argument("--keep-outputs", action="store_true", help="Keep every row's output tiles (default: deleted after the checks).")
     p.add_argument("--repeats", type=int, default=1, help="Runs per row; the median is reported (default 1).")
+    p.add_argument("--goal-repeats", type=int, default=3,
+                   help="Runs of the row the 10x-the-Gateway goal is judged by (tilewise); the median counts (default 3).")
     p.add_argument("--quiet-wait", type=float, default=60.0, help="Seconds to wait for the machine to be idle before each run (default 60).")
     p.add_argument("--timeout", type=float, default=900.0, help="Seconds one run may take (default 900).")
     p.add_argument("--tilewise-args", default="", help="Extra arguments for `tilewise rasterize`.")
