@@ -164,7 +164,7 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
     global memory_kept
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # no mallopt (macOS, Windows)
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no C library by that name (Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     memory_kept = bool(mallopt(_M_MMAP_THRESHOLD, limit) and mallopt(_M_TRIM_THRESHOLD, limit))
