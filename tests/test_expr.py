@@ -313,7 +313,9 @@ def _leaf_name(name: str) -> Gen:
 
 
 def _leaf_number(value: float) -> Gen:
-    return repr(value), lambda env, t: t(value), False, value
+    # A negative literal goes in parentheses: "-0.0 ** a" is -(0.0 ** a), as in Python, not (-0.0) ** a.
+    text = f"({value!r})" if repr(value).startswith("-") else repr(value)
+    return text, lambda env, t: t(value), False, value
 
 
 def _leaf_constant(name: str) -> Gen:
