@@ -29,11 +29,17 @@ from tilewise.sources.raster import BandRef
 
 @dataclass
 class TileArrays:
-    """The inputs of one tile: scaled values and validity, one 2-D array per input name."""
+    """The inputs of one tile: scaled values and validity, one 2-D array per input name.
+
+    ``finite_invalid`` names the inputs known to hold finite values at every invalid pixel
+    (nodata that is a number, and no NaN): multiplying by the validity zeroes those pixels
+    exactly, so a streaming sum needs no check of its own (see ``ops.reduce``).
+    """
 
     values: dict[str, np.ndarray]
     valid: dict[str, np.ndarray]
     bytes_read: int
+    finite_invalid: frozenset[str] = frozenset()
 
 
 def read_tile(refs: Mapping[str, BandRef], window: Window, dtype: np.dtype) -> TileArrays:
@@ -47,18 +53,24 @@ def read_tile(refs: Mapping[str, BandRef], window: Window, dtype: np.dtype) -> T
         by_file[(ref.path, ref.warp_to, ref.resampling, ref.origin)].append(name)
     values: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
+    finite: set[str] = set()
     nbytes = 0
     for (path, _warp, _res, origin), names in by_file.items():
         group = [refs[n] for n in names]
-        raw, ok = _read_group(path, group, window.shift(*origin))
+        raw, ok, clean = _read_group(path, group, window.shift(*origin))
         nbytes += raw.nbytes
         for i, (name, ref) in enumerate(zip(names, group, strict=True)):
             values[name] = _scaled(raw[i], ref, dtype)
             valid[name] = ok[i]
-    return TileArrays(values, valid, nbytes)
+            # A scaled or narrowed finite value may overflow to inf (a float64 nodata of 1e300 read as float32).
+            narrowed = raw.dtype.kind == "f" and values[name].dtype.itemsize < raw.dtype.itemsize
+            if clean[i] and ref.scale == 1.0 and ref.offset == 0.0 and not narrowed:
+                finite.add(name)
+    return TileArrays(values, valid, nbytes, frozenset(finite))
 
 
-def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.ndarray, np.ndarray]:
+def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """Read ``window`` of the bands ``refs`` of one file: values, validity, and per band whether every invalid pixel is finite."""
     grid = refs[0].out_grid
     inside = window.intersection(grid.full_window())
     indexes = [r.band for r in refs]
@@ -66,9 +78,9 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
     whole = inside == window
     # Zeros (and invalid) only where part of the window lies outside the raster (a halo at an edge).
     raw = np.empty(shape, dtype=refs[0].dtype) if whole else np.zeros(shape, dtype=refs[0].dtype)
-    ok = np.zeros(shape, dtype=bool)
+    ok = np.empty(shape, dtype=bool) if whole else np.zeros(shape, dtype=bool)
     if inside is None:
-        return raw, ok
+        return raw, ok, [True] * len(refs)  # all zeros
     dst = (slice(None), slice(inside.row_off - window.row_off, inside.row_end - window.row_off),
            slice(inside.col_off - window.col_off, inside.col_end - window.col_off))  # fmt: skip
     folder = cache_for(path, refs[0].identity, refs[0].warp_to is not None)
@@ -78,7 +90,7 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
                 data, masks = read_blocks(ds, folder, indexes, inside, [r.use_mask for r in refs])
                 raw[dst] = data
                 ok[dst] = [masks[i] > 0 if r.use_mask and masks is not None else valid_of(data[i], r.nodata) for i, r in enumerate(refs)]
-                return raw, ok
+                return raw, ok, [False] * len(refs)
             src = ds
             vrt = None
             if refs[0].warp_to is not None:
@@ -87,11 +99,11 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
             try:
                 if whole:  # the usual case: decode straight into the result
                     src.read(indexes, window=inside.to_rasterio(), out=raw)
-                    ok = _validity(src, refs, raw, inside)
+                    clean = _validity(src, refs, raw, inside, ok)
                 else:
                     data = src.read(indexes, window=inside.to_rasterio())
                     raw[dst] = data
-                    ok[dst] = _validity(src, refs, data, inside)
+                    clean = _validity(src, refs, data, inside, ok[dst])
             finally:
                 if vrt is not None:
                     vrt.close()
@@ -102,7 +114,7 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
             f"cannot read {path!r} window rows {inside.row_off}:{inside.row_end}, cols {inside.col_off}:{inside.col_end} ({_root_cause(exc)})",
             "the file may be truncated or damaged; check it with gdalinfo -checksum",
         ) from None
-    return raw, ok
+    return raw, ok, clean
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -119,24 +131,59 @@ def _root_cause(exc: BaseException) -> str:
 
 def valid_of(band: np.ndarray, nodata: float | None) -> np.ndarray:
     """Validity of a band by its nodata value: not nodata and, for floats, not NaN."""
+    return validity(band, nodata)[0]
+
+
+def validity(band: np.ndarray, nodata: float | None, out: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Validity of a band by its nodata value, and whether every invalid pixel holds a finite value.
+
+    Parameters
+    ----------
+    band : numpy.ndarray
+        The values as read.
+    nodata : float or None
+        The band's nodata value; None or NaN for a float band means NaN marks nodata.
+    out : numpy.ndarray, optional
+        A bool array of ``band``'s shape to write the validity into.
+
+    Returns
+    -------
+    valid, finite_invalid
+        ``valid`` is True where the pixel holds data (not nodata and, for floats, not NaN).
+        ``finite_invalid`` is True when no invalid pixel is NaN or infinite, so that
+        multiplying the band by ``valid`` zeroes them exactly.
+    """
+    ok = np.empty(band.shape, dtype=bool) if out is None else out
+    if band.dtype.kind != "f":
+        if nodata is None or np.isnan(nodata):
+            ok[...] = True
+        else:
+            np.not_equal(band, np.asarray(nodata).astype(band.dtype), out=ok)
+        return ok, True
     if nodata is None or np.isnan(nodata):
-        return ~np.isnan(band) if band.dtype.kind == "f" else np.ones(band.shape, dtype=bool)
-    ok = band != np.asarray(nodata).astype(band.dtype)
-    if band.dtype.kind == "f":
-        nan = np.isnan(band)
-        if nan.any():  # usually none: two passes saved on every read of a float band
-            ok &= ~nan
-    return ok
+        np.isnan(band, out=ok)
+        np.logical_not(ok, out=ok)
+        return ok, bool(ok.all())
+    nd = np.asarray(nodata).astype(band.dtype)
+    np.not_equal(band, nd, out=ok)
+    # Usually no NaN: the maximum propagates NaN and reads the band once without writing
+    # a mask (cheaper than isnan().any()), so two passes are saved on most reads.
+    if band.size and np.isnan(np.max(band)):
+        ok &= ~np.isnan(band)
+        return ok, False
+    return ok, bool(np.isfinite(nd))  # a nodata too large for the dtype is inf
 
 
-def _validity(ds: Any, refs: Sequence[BandRef], data: np.ndarray, window: Window) -> np.ndarray:
-    ok = np.empty(data.shape, dtype=bool)
+def _validity(ds: Any, refs: Sequence[BandRef], data: np.ndarray, window: Window, ok: np.ndarray) -> list[bool]:
+    """Write the validity of each band of ``data`` into ``ok``; per band, whether its invalid pixels are all finite."""
+    clean = []
     for i, ref in enumerate(refs):
         if ref.use_mask:
             ok[i] = ds.read_masks(ref.band, window=window.to_rasterio()) > 0
+            clean.append(False)  # a mask says nothing about the values under it
         else:
-            ok[i] = valid_of(data[i], ref.nodata)
-    return ok
+            clean.append(validity(data[i], ref.nodata, out=ok[i])[1])
+    return clean
 
 
 def _warped(ds: Any, ref: BandRef) -> Any:

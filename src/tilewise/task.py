@@ -129,13 +129,13 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
     nbytes = 0
     read_s = 0.0
 
-    def read_one(name: str) -> tuple[np.ndarray, np.ndarray]:
+    def read_one(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
         nonlocal nbytes, read_s
         t = time.perf_counter()
         got = read_tile({name: task.refs[name]}, task.tile.read, work)
         nbytes += got.bytes_read
         read_s += time.perf_counter() - t
-        return got.values[name], got.valid[name]
+        return got.values[name], got.valid[name], name in got.finite_invalid
 
     shape = (task.tile.read.height, task.tile.read.width)
     # A stack's blocks are each decoded once, so GDAL's cache stays small. Files are not kept open
@@ -168,7 +168,7 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
                         return
                     pending.append((name, pool.submit(fetch, name)))
 
-            def read_next(name: str) -> tuple[np.ndarray, np.ndarray]:
+            def read_next(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
                 nonlocal nbytes, read_s
                 fill()
                 if not pending or pending[0][0] != name:  # not the order planned: read it here
@@ -177,7 +177,7 @@ def _stream(task: Task, work: np.dtype) -> tuple[np.ndarray, np.ndarray, int, fl
                 fill()
                 nbytes += got.bytes_read
                 read_s += took
-                return got.values[name], got.valid[name]
+                return got.values[name], got.valid[name], name in got.finite_invalid
 
             try:
                 data, valid = task.op.reduce(read_next, shape, work)  # type: ignore[attr-defined]
