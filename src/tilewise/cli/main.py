@@ -7,6 +7,7 @@ input, 1 for a failed run); a traceback only with ``-v``.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import traceback
@@ -131,7 +132,26 @@ def job_options(f: F) -> F:
     ]
     for o in reversed(opts):
         f = o(f)
-    return executor_options(f)
+    return executor_options(_warming(f))
+
+
+def _warming(f: F) -> F:
+    """Start the processes executor's forkserver as soon as a job command's options are parsed.
+
+    Its imports (~0.4 s) then run on another core while this process imports the job's
+    modules and plans it, instead of after them: the workers take their first tile ~0.25 s
+    sooner. (The runner warms it too, for API callers; starting it twice is a no-op.)
+    """
+
+    @functools.wraps(f)
+    def command(*args: Any, **kw: Any) -> Any:
+        if kw.get("executor") == "processes":
+            from tilewise.executors.local import warm_forkserver
+
+            warm_forkserver()
+        return f(*args, **kw)
+
+    return command
 
 
 def _options(kw: dict[str, Any]) -> dict[str, Any]:
