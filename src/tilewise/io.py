@@ -159,7 +159,7 @@ def validity(band: np.ndarray, nodata: float | None, out: np.ndarray | None = No
             ok[...] = True
         else:
             np.not_equal(band, np.asarray(nodata).astype(band.dtype), out=ok)
-        return ok, True
+        return ok, band.dtype.kind in "biu"  # integers are finite; complex values need not be
     if nodata is None or np.isnan(nodata):
         np.isnan(band, out=ok)
         np.logical_not(ok, out=ok)
