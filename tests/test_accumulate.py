@@ -145,3 +145,32 @@ def test_a_large_stack_mean_equals_the_plain_path(with_nan: bool) -> None:
     got, ok = op.compute(arrays, {k: valid_of(a, -9999.0) for k, a in arrays.items()}, np.dtype(np.float64))
     want = _plain_reduce("mean", dates, -9999.0)
     assert np.array_equal(got[0], np.where(ok[0], want, got[0])) and ok[0].sum() > 0.9 * ok[0].size
+
+
+VALUES = st.one_of(st.sampled_from([0.0, -0.0, 1e30, -1e-30, 17.5]), st.floats(width=32, allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=2, max_dims=2, max_side=13), nodata=st.sampled_from([None, -9999.0, 0.0, np.nan]),
+       with_nan=st.booleans(), trust=st.booleans())  # fmt: skip
+def test_stats_band_passes_equal_the_compacted_numpy(data: st.DataObject, shape: tuple[int, int], nodata: float | None, with_nan: bool,
+                                                      trust: bool) -> None:  # fmt: skip
+    """tilewise stats reduces a band of rows with whole-array passes; the plain way compacts the valid values first."""
+    from tilewise.stack_stats import _band_stats
+
+    band = data.draw(hnp.arrays(np.float32, shape, elements=VALUES))
+    band[data.draw(hnp.arrays(bool, shape))] = np.nan if nodata is None else nodata  # nodata holes (NaN where None)
+    if with_nan:
+        band[data.draw(hnp.arrays(bool, shape))] = np.nan
+    ok, finite_invalid = validity(band, nodata)
+    k = int(ok.sum())
+    if k == 0:
+        return
+    mean, m2, lo, hi, rows = _band_stats(band.copy(), ok, k, finite_invalid and trust)
+    x = band[ok].astype(np.float64)
+    scale = float(np.abs(x).mean()) or 1.0
+    assert abs(mean - x.mean()) <= 1e-12 * scale
+    assert abs(m2 - ((x - x.mean()) ** 2).sum()) <= 1e-9 * max(float((x**2).sum()), 1e-300)
+    assert (lo, hi) == (float(x.min()), float(x.max()))  # exact: no valid value can be missed or invented
+    want_rows = [band[i][ok[i]].astype(np.float64).sum() for i in range(band.shape[0])]
+    np.testing.assert_allclose(rows, want_rows, rtol=1e-12, atol=1e-12 * scale * band.shape[1])

@@ -60,6 +60,7 @@ def member_stats(task: StatsTask) -> dict[str, Any]:
     from tilewise.expr import parse
 
     expr = parse(task.expr) if task.expr else None
+    work = _work_dtype(task.ref.dtype, expr is not None)
     n = 0
     mean = m2 = 0.0
     lo, hi = math.inf, -math.inf
@@ -67,34 +68,62 @@ def member_stats(task: StatsTask) -> dict[str, Any]:
     w = task.window
     for r in range(w.row_off, w.row_end, ROWS_PER_BAND):
         band = Window(r, w.col_off, min(ROWS_PER_BAND, w.row_end - r), w.width)
-        got = read_tile({"t": task.ref}, band, np.dtype(np.float64))
+        got = read_tile({"t": task.ref}, band, work)
         vals, ok = got.values["t"], got.valid["t"]
+        finite = "t" in got.finite_invalid
         if expr is not None:
             vals = np.asarray(expr.evaluate({"t": vals}, dtype=np.float64, shape=vals.shape))
             ok = ok & np.isfinite(vals)
-        x = vals[ok]
-        k = int(x.size)
+            finite = False
+        k = int(np.count_nonzero(ok))
         if k == 0:
             continue
-        bmean = float(x.mean())
-        bm2 = float(((x - bmean) ** 2).sum())
+        stats = _band_stats(vals, ok, k, finite)
+        bmean, bm2 = stats[0], stats[1]
         delta = bmean - mean
         tot = n + k
         mean += delta * k / tot
         m2 += bm2 + delta * delta * n * k / tot
         n = tot
-        lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+        lo, hi = min(lo, stats[2]), max(hi, stats[3])
         if task.weighted:
             weights = area_weights(task.ref.grid, band.row_off, band.height)
             if weights is not None:
-                wgrid = np.broadcast_to(np.asarray(weights, dtype=np.float64)[:, None], vals.shape)
-                wsum += float((wgrid[ok] * x).sum())
-                wtot += float(wgrid[ok].sum())
+                # Per row: the sum of the valid values (invalid ones are zero by now) and their count.
+                wsum += float(stats[4] @ np.asarray(weights, dtype=np.float64))
+                wtot += float(np.count_nonzero(ok, axis=1) @ np.asarray(weights, dtype=np.float64))
     return {
         "index": task.index, "date": task.date, "file": os.path.basename(task.ref.path.rstrip("/")) or task.ref.path, "band": task.ref.band,
         "count": n, "mean": mean if n else None, "min": lo if n else None, "max": hi if n else None,
         "std": math.sqrt(m2 / n) if n else None, "area_mean": (wsum / wtot if wtot > 0 else None) if task.weighted else None,
     }  # fmt: skip
+
+
+def _work_dtype(dtype: str, expr: bool) -> np.dtype:
+    """float32 where it holds the member's values exactly and no expression needs float64; sums are float64 either way."""
+    exact = np.dtype(dtype) in (np.dtype(t) for t in ("float32", "float16", "uint8", "int8", "uint16", "int16"))
+    return np.dtype(np.float32) if exact and not expr else np.dtype(np.float64)
+
+
+def _band_stats(vals: np.ndarray, ok: np.ndarray, k: int, finite_invalid: bool) -> tuple[float, float, float, float, np.ndarray]:
+    """Mean, sum of squared deviations, min, max and per-row sums of the ``k`` valid values of one band of rows.
+
+    Whole-array passes instead of a compacted copy of the valid values (``vals[ok]``, the slowest
+    step before): invalid pixels are zeroed in place for the float64 sums, and replaced by one
+    valid value for the min and max, which that cannot change. ``vals`` is this band's own buffer.
+    """
+    if finite_invalid:
+        np.multiply(vals, ok, out=vals)  # x * 0 is +-0.0 for a finite x: the sums do not see them
+    else:
+        np.copyto(vals, 0, where=~ok)
+    first = vals.flat[int(np.argmax(ok))]  # a valid value
+    filled = np.where(ok, vals, first)
+    lo, hi = float(filled.min()), float(filled.max())
+    rows = vals.sum(axis=1, dtype=np.float64)
+    bmean = float(rows.sum()) / k
+    dev = np.subtract(vals, bmean, dtype=np.float64)
+    dev *= ok
+    return bmean, float(np.einsum("ij,ij->", dev, dev)), lo, hi, rows
 
 
 def _run_unit(unit: tuple[StatsTask, ...]) -> list[dict[str, Any]]:

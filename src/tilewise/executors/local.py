@@ -172,9 +172,11 @@ def keep_freed_memory(limit: int = KEEP_FREED_BYTES) -> bool:
 
 
 # What the forkserver imports once, so each worker it forks starts with them loaded: the task code,
-# and what a worker needs before its first task (the pool initializer's module, and the runner, whose
-# batch function a unit names). A worker that imported those itself started its first tile ~0.1 s late.
-FORKSERVER_PRELOAD = ["tilewise.task", "tilewise.assemble", "tilewise.overviews", "tilewise.executors.local", "tilewise.runner"]
+# and what a worker needs before its first task (the pool initializer's module, and the runner and
+# stack_stats, whose batch functions a unit names). A worker that imported those itself started its
+# first tile ~0.1 s late.
+FORKSERVER_PRELOAD = ["tilewise.task", "tilewise.assemble", "tilewise.overviews", "tilewise.executors.local", "tilewise.runner",
+                      "tilewise.stack_stats"]  # fmt: skip
 
 
 def _forkserver() -> Any:
