@@ -25,6 +25,7 @@ from tilewise.executors import ExecutorOptions, make_executor
 from tilewise.grid import Window
 from tilewise.io import read_tile
 from tilewise.job import StackSpec
+from tilewise.ops.reduce import zero_invalid
 from tilewise.sources.raster import BandRef
 from tilewise.sources.stack import area_weights, format_date
 
@@ -112,10 +113,7 @@ def _band_stats(vals: np.ndarray, ok: np.ndarray, k: int, finite_invalid: bool) 
     step before): invalid pixels are zeroed in place for the float64 sums, and replaced by one
     valid value for the min and max, which that cannot change. ``vals`` is this band's own buffer.
     """
-    if finite_invalid:
-        np.multiply(vals, ok, out=vals)  # x * 0 is +-0.0 for a finite x: the sums do not see them
-    else:
-        np.copyto(vals, 0, where=~ok)
+    zero_invalid(vals, ok, finite_invalid)
     first = vals.flat[int(np.argmax(ok))]  # a valid value
     filled = np.where(ok, vals, first)
     lo, hi = float(filled.min()), float(filled.max())
