@@ -89,8 +89,15 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
             if folder is not None:  # --cache: a remote file's blocks kept on disk for re-runs
                 data, masks = read_blocks(ds, folder, indexes, inside, [r.use_mask for r in refs])
                 raw[dst] = data
-                ok[dst] = [masks[i] > 0 if r.use_mask and masks is not None else valid_of(data[i], r.nodata) for i, r in enumerate(refs)]
-                return raw, ok, [False] * len(refs)
+                inner = ok[dst]  # a view: validity writes into the tile's array
+                clean = []
+                for i, r in enumerate(refs):
+                    if r.use_mask and masks is not None:
+                        inner[i] = masks[i] > 0
+                        clean.append(False)  # a mask says nothing about the values under it
+                    else:
+                        clean.append(validity(data[i], r.nodata, out=inner[i])[1])
+                return raw, ok, clean
             src = ds
             vrt = None
             if refs[0].warp_to is not None:

@@ -79,20 +79,20 @@ def member_stats(task: StatsTask) -> dict[str, Any]:
         k = int(np.count_nonzero(ok))
         if k == 0:
             continue
-        stats = _band_stats(vals, ok, k, finite)
-        bmean, bm2 = stats[0], stats[1]
+        bmean, bm2, blo, bhi, row_sums = _band_stats(vals, ok, k, finite)
         delta = bmean - mean
         tot = n + k
         mean += delta * k / tot
         m2 += bm2 + delta * delta * n * k / tot
         n = tot
-        lo, hi = min(lo, stats[2]), max(hi, stats[3])
+        lo, hi = min(lo, blo), max(hi, bhi)
         if task.weighted:
             weights = area_weights(task.ref.grid, band.row_off, band.height)
             if weights is not None:
                 # Per row: the sum of the valid values (invalid ones are zero by now) and their count.
-                wsum += float(stats[4] @ np.asarray(weights, dtype=np.float64))
-                wtot += float(np.count_nonzero(ok, axis=1) @ np.asarray(weights, dtype=np.float64))
+                row_w = np.asarray(weights, dtype=np.float64)
+                wsum += float(row_sums @ row_w)
+                wtot += float(np.count_nonzero(ok, axis=1) @ row_w)
     return {
         "index": task.index, "date": task.date, "file": os.path.basename(task.ref.path.rstrip("/")) or task.ref.path, "band": task.ref.band,
         "count": n, "mean": mean if n else None, "min": lo if n else None, "max": hi if n else None,
