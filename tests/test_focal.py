@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import warnings
@@ -16,8 +17,9 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 import tilewise
+import tilewise.kernels.focal as focal_kernels
 from tests.conftest import read_raster, write_raster
-from tilewise.kernels.focal import Footprint, focal_statistic
+from tilewise.kernels.focal import Footprint, exact_sums, focal_statistic
 
 NAN_STATS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": np.nanmean, "sum": np.nansum, "min": np.nanmin, "max": np.nanmax, "std": np.nanstd, "variance": np.nanvar,
@@ -190,6 +192,111 @@ def test_kernel_is_anchored_to_the_global_grid(stat: str, k: int, circle: bool, 
     whole = focal_statistic(x, ok, stat, fp, origin).values
     part = focal_statistic(x[r0:, c0:], ok[r0:, c0:], stat, fp, (origin[0] + r0, origin[1] + c0)).values
     np.testing.assert_array_equal(whole[r0:, c0:], part)
+
+
+MOMENT_STATS = ["count", "sum", "mean", "variance", "std"]
+
+
+def _anchored(x: np.ndarray, ok: np.ndarray, stat: str, fp: Footprint, origin: tuple[int, int], min_count: int = 1) -> np.ndarray:
+    """The statistic by the block-anchored passes alone (the running-sum path switched off)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(focal_kernels, "exact_sums", lambda *a: False)
+    try:
+        return focal_statistic(x, ok, stat, fp, origin, min_count).values
+    finally:
+        mp.undo()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    stat=st.sampled_from(MOMENT_STATS),
+    k=st.integers(0, 9),
+    scale=st.sampled_from([1.0, 1e-3, 3000.0, 1e6]),
+    integers=st.booleans(),
+    holes=st.floats(0.0, 0.9),
+    min_count=st.integers(1, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_running_sums_give_the_anchored_bits(stat: str, k: int, scale: float, integers: bool, holes: float, min_count: int, seed: int) -> None:
+    # Where sums are exact, the one-sweep running sums must equal the anchored passes bit for bit:
+    # a tiling may take either path for the same window.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, scale, (40, 43))
+    x = (np.round(x) if integers else x).astype(np.float32)
+    ok = rng.random(x.shape) >= holes
+    fp = Footprint.square(2 * k + 1)
+    n = {"count": 1, "sum": 2, "mean": 2}.get(stat, 3)
+    if not exact_sums(x, ok, fp.size, n):
+        return
+    got = focal_statistic(x, ok, stat, fp, (7, -3), min_count).values
+    np.testing.assert_array_equal(got, _anchored(x, ok, stat, fp, (7, -3), min_count))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    stat=st.sampled_from(MOMENT_STATS),
+    k=st.integers(1, 8),
+    spikes=st.lists(st.tuples(st.integers(0, 59), st.integers(0, 63), st.sampled_from([1e-7, 3e-30, 7e9, -2e12])), max_size=3),
+    r0=st.integers(0, 40),
+    c0=st.integers(0, 40),
+)
+def test_tiles_that_take_different_paths_agree(stat: str, k: int, spikes: list[tuple[int, int, float]], r0: int, c0: int) -> None:
+    # A few extreme values make the sums inexact in the tiles that hold them, which then take the
+    # anchored passes, while other tiles of the same raster take the running sums.
+    rng = np.random.default_rng(k * 977 + r0 * 31 + c0)
+    x = rng.normal(500, 80, (60, 64)).astype(np.float32)
+    for i, j, v in spikes:
+        x[i, j] = v
+    ok = rng.random(x.shape) > 0.1
+    fp = Footprint.square(2 * k + 1)
+    whole = focal_statistic(x, ok, stat, fp, (0, 0)).values
+    part = focal_statistic(x[r0:, c0:], ok[r0:, c0:], stat, fp, (r0, c0)).values
+    np.testing.assert_array_equal(whole[r0:, c0:], part)
+    np.testing.assert_array_equal(whole, _anchored(x, ok, stat, fp, (0, 0)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    vals=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=16),
+    k=st.integers(1, 3),
+    n=st.sampled_from([2, 3]),
+)
+def test_exact_sums_is_sound(vals: list[float], k: int, n: int) -> None:
+    # Whenever it says yes, sums (and sums of squares) of up to (k + 1)² of the values, in any
+    # order, equal the exactly rounded sum.
+    x = np.array(vals, dtype=np.float32).reshape(1, -1)
+    ok = np.ones(x.shape, dtype=bool)
+    if not exact_sums(x, ok, k, n):
+        return
+    terms = [float(v) ** (n - 1) for v in x[0]] * ((k + 1) ** 2 // len(vals) or 1)
+    terms = terms[: (k + 1) ** 2]
+    fwd = 0.0
+    for t in terms:
+        fwd += t
+    back = 0.0
+    for t in reversed(terms):
+        back -= t
+    assert fwd == -back == math.fsum(terms)
+
+
+def test_exact_sums_cases() -> None:
+    ok = np.ones((3, 4), dtype=bool)
+    dem = np.linspace(58.9, 3121.4, 12, dtype=np.float32).reshape(3, 4)
+    assert exact_sums(dem, ok, 201, 2)  # a DEM's mean, even at K = 201
+    assert not exact_sums(dem, ok, 51, 3)  # but not its sum of squares
+    assert exact_sums(dem, ok, 51, 1)  # counts always are
+    assert exact_sums(np.zeros((3, 4), np.float32), ok, 101, 3)
+    assert not exact_sums(np.array([[1e-8, 3000.0]], np.float32), ok[:1, :2], 51, 2)
+    # Whole numbers: the spacing at the smallest value (1) says no at K = 201, the integer check yes.
+    ints = np.array([[1.0, 32767.0, -5.0]], np.float32)
+    assert exact_sums(ints, ok[:1, :3], 201, 2)
+    assert exact_sums(ints.astype(np.float64), ok[:1, :3], 51, 3)
+    assert not exact_sums(np.array([[0.5, 32767.0]]), ok[:1, :2], 201, 2)  # float64 0.5: spacing 2**-53
+    # Non-finite valid values never qualify; invalid ones do not count.
+    for bad in (np.nan, np.inf, -np.inf):
+        x = np.array([[1.0, bad]], np.float32)
+        assert not exact_sums(x, np.array([[True, True]]), 3, 2)
+        assert exact_sums(x, np.array([[True, False]]), 3, 2)
 
 
 @pytest.fixture(scope="module")

@@ -83,16 +83,17 @@ class FocalOp:
             if self.edge in _PAD_MODE:
                 x, ok = _extend(x, ok, ctx, _PAD_MODE[self.edge])
             res = focal_statistic(x, ok, self.stat, self.footprint, (ctx.row, ctx.col), self.min_count)
-            values, good = res.values, res.count >= self.min_count
-            if self.stat != "count":
-                good &= ~np.isnan(values)
+            values = res.values
+            # Other statistics are NaN wherever fewer than min_count (>= 1) cells are valid.
+            good = res.count >= self.min_count if self.stat == "count" else ~np.isnan(values)
             if self.subtract:
                 core = arrays[name][r : x.shape[0] - r, r : x.shape[1] - r]
                 values = core.astype(np.float64) - values
                 good &= valid[name][r : x.shape[0] - r, r : x.shape[1] - r]
             outs.append(values)
             oks.append(good)
-        data, ok_all = np.stack(outs), np.stack(oks)
+        # One band (the usual case) needs no copy into a stack.
+        data, ok_all = (outs[0][None], oks[0][None]) if len(outs) == 1 else (np.stack(outs), np.stack(oks))
         if self.edge == "nodata":
             ok_all &= _inside_mask(ctx, r, data.shape[1], data.shape[2])
         return data, ok_all
