@@ -146,7 +146,9 @@ def _moment_rows(values: np.ndarray, valid: np.ndarray, k: int, c0: int, out: np
             t1 = 0.0
             if valid[i, j]:
                 t0 = 1.0
-                t1 = np.float64(values[i, j])
+                # + 0.0 turns -0.0 into 0.0: a sum of negative zeros alone would keep the sign here
+                # (it starts from a value) but not in _running_stat (it starts from 0.0).
+                t1 = np.float64(values[i, j]) + 0.0
             if phase == 0:
                 a0 = t0
                 a1 = t1
@@ -169,7 +171,7 @@ def _moment_rows(values: np.ndarray, valid: np.ndarray, k: int, c0: int, out: np
             t1 = 0.0
             if valid[i, j]:
                 t0 = 1.0
-                t1 = np.float64(values[i, j])
+                t1 = np.float64(values[i, j]) + 0.0
             if phase == k - 1 or j == w - 1:
                 a0 = t0
                 a1 = t1
@@ -372,6 +374,8 @@ _OPS = {"sum": 0, "min": 1, "max": 2}
 _MOMENTS = {"count": 1, "sum": 2, "mean": 2, "variance": 3, "std": 3}
 _RUNNING_CODE = {"count": 0, "sum": 1, "mean": 2, "variance": 3, "std": 4}
 # Views that order a float's magnitude as an integer: (integer type, sign-clearing mask).
+# Explicit mantissa bits and the smallest positive (subnormal) value of each float type.
+_MANTISSA: dict[np.dtype, tuple[int, float]] = {np.dtype(np.float32): (23, 2.0**-149), np.dtype(np.float64): (52, 2.0**-1074)}
 _BITS: dict[np.dtype, tuple[type[np.signedinteger], int]] = {
     np.dtype(np.float32): (np.int32, 0x7FFFFFFF),
     np.dtype(np.float64): (np.int64, 0x7FFFFFFFFFFFFFFF),
@@ -395,7 +399,6 @@ def exact_sums(values: np.ndarray, valid: np.ndarray, k: int, n: int) -> bool:
     if values.dtype not in _BITS:
         return False
     itype, absmask = _BITS[values.dtype]
-    ftype = values.dtype.type
     none = itype(absmask)
     mx_bits, mn_bits = _magnitude_bits(values.view(itype), valid, itype(absmask), none)
     mx = float(np.array(mx_bits, dtype=itype).view(values.dtype))
@@ -403,8 +406,10 @@ def exact_sums(values: np.ndarray, valid: np.ndarray, k: int, n: int) -> bool:
         return False
     if mn_bits == none:  # every valid value is zero (or none is valid)
         return True
-    mn = np.array(mn_bits, dtype=itype).view(values.dtype)
-    grain = float(np.spacing(ftype(mn)))
+    mn = float(np.array(mn_bits, dtype=itype).view(values.dtype))
+    # The spacing of floats in mn's binade (numpy.spacing overflows to inf at the largest float).
+    mant, tiny = _MANTISSA[values.dtype]
+    grain = max(math.ldexp(1.0, math.frexp(mn)[1] - 1 - mant), tiny)
     power = n - 1  # 1 for sums of values, 2 for sums of squares
     cells = float((k + 1) ** 2)
 
