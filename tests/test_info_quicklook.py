@@ -164,7 +164,7 @@ def test_describe_stats_match_numpy_on_valid_pixels(
 
 def test_describe_flags_cog_layout(checker_tif: Path, tmp_path: Path) -> None:
     cog = tmp_path / "cog.tif"
-    copy_raster(checker_tif, cog, "COG", COMPRESS="LZW", BLOCKSIZE="256")
+    copy_raster(checker_tif, cog, "COG", {"COMPRESS": "LZW", "BLOCKSIZE": "256"})
     info = describe(str(cog))
     assert info["cog"] is True and info["tiled"] is True
     assert info["compression"] == "LZW"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +63,19 @@ def test_cog_overviews_are_ours_and_region_independent(tmp_path: Path, monkeypat
         ov4 = ds.read(1, out_shape=(math.ceil(1300 / 4), math.ceil(1700 / 4)))
     ref = reference_level(full, ~np.isnan(full), 4)
     np.testing.assert_allclose(ov4, ref, rtol=1e-6, equal_nan=True)
+
+
+def test_cog_is_georeferenced_by_the_job_and_reading_georeferencing_is_left_on(tmp_path: Path) -> None:
+    # The assembly opens the tile files without reading their georeferencing (the VRT's XML has it).
+    src = write_raster(tmp_path / "in.tif", two_band_scene(700, 900, seed=2), nodata=0)
+    out = tilewise.ndvi(str(src), str(tmp_path / "o.tif"), red=1, nir=2, tile_size=256, executor="serial", keep_tiles=True)
+    first = tmp_path / ".o.tif.tilewise" / "tiles" / "0" / "r0000-c0000.tif"
+    crs, transform = "EPSG:32632", Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5600000.0)  # write_raster's
+    with open_read(out) as b:
+        assert b.crs == crs and b.transform == transform and b.overviews(1) == [2]
+    # The setting ends with the assembly: this process still reads a GeoTIFF's own georeferencing.
+    with open_read(str(first)) as t:
+        assert t.crs == crs and t.transform == transform
 
 
 def test_no_overviews_option(tmp_path: Path) -> None:

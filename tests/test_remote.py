@@ -244,7 +244,7 @@ def write_cog(path: Path, data: np.ndarray, nodata: float, predictor: int, block
     path.parent.mkdir(parents=True, exist_ok=True)
     plain = path.with_suffix(".plain.tif")
     write_raster(plain, data, nodata=nodata, blocksize=block)
-    copy_raster(plain, path, "COG", BLOCKSIZE=block, COMPRESS="DEFLATE", PREDICTOR=predictor)
+    copy_raster(plain, path, "COG", {"BLOCKSIZE": block, "COMPRESS": "DEFLATE", "PREDICTOR": predictor})
     plain.unlink()
     return path
 
@@ -679,7 +679,7 @@ def test_focal_mosaic_of_remote_sheets_equals_the_local_sheets(server: Server, t
         plain = tmp_path / f"sheet{i}.plain.tif"
         write_raster(plain, np.ascontiguousarray(field[:, c0:c1]), nodata=-9999.0, blocksize=128,
                      transform=Affine(10.0, 0.0, 300000.0 + 10.0 * c0, 0.0, -10.0, 5600000.0))  # fmt: skip
-        copy_raster(plain, server.root / "sheets" / f"sheet{i}.tif", "COG", BLOCKSIZE=128, COMPRESS="DEFLATE")
+        copy_raster(plain, server.root / "sheets" / f"sheet{i}.tif", "COG", {"BLOCKSIZE": 128, "COMPRESS": "DEFLATE"})
         names.append(f"sheets/sheet{i}.tif")
     local = tmp_path / "local"
     r = run_cli("-q", "focal", *[str(server.root / n) for n in names], "--size", "9", "--mosaic", "-o", f"{local}/", "--tile-size", "128")

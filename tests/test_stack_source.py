@@ -531,7 +531,7 @@ def _netcdf(tmp_path: Path, values: list[float], units: str, calendar: str = "st
         for b, v in enumerate(values, start=1):
             ds.update_tags(b, NETCDF_DIM_time=str(v))
     dst = tmp_path / name
-    copy_raster(src, dst, "netCDF")
+    copy_raster(src, dst, "netCDF", {})
     src.unlink()
     return dst
 

@@ -150,7 +150,7 @@ def run_assemble(task: AssembleTask) -> dict[str, Any]:
         xml = vrt_xml(task.grid, task.dtype, task.nodata, task.band_names, task.tiles, [str(p) for p in level_vrts])
         vrt.write_text(xml, encoding="utf-8")
         with flushing(tmp):
-            copy_raster(vrt, tmp, "COG", **task.creation_options)
+            copy_raster(vrt, tmp, "COG", task.creation_options, vrt_georef_only=True)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         check_complete(tmp, task.grid, len(task.band_names))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,13 +117,22 @@ def open_write(path: str | Path, **profile: Any) -> Iterator[rasterio.io.Dataset
             ds.close()
 
 
-def copy_raster(src: str | Path, dst: str | Path, driver: str, **creation_options: Any) -> None:
-    """Copy ``src`` to a new file ``dst`` with a GDAL driver's CreateCopy (e.g. the COG driver)."""
+def copy_raster(src: str | Path, dst: str | Path, driver: str, creation_options: Mapping[str, Any], vrt_georef_only: bool = False) -> None:
+    """Copy ``src`` to a new file ``dst`` with a GDAL driver's CreateCopy (e.g. the COG driver) and its ``creation_options``.
+
+    ``vrt_georef_only``: ``src`` is a VRT whose XML holds the georeferencing, and
+    the files it reads are opened without reading their own (GDAL_GEOREF_SOURCES=NONE):
+    a VRT only takes pixel windows from its sources, and parsing the CRS of each of a
+    job's ~1500 tile and overview files was ~0.8 s of a 16384² COG's assembly.
+    """
     from rasterio.shutil import copy
 
     # A small block cache: the COG driver streams its source once, and a big cache only
     # added copying (measured: 16 MiB assembles a 16384² output ~1 s faster than 256 MiB).
-    with rasterio.Env(**{**GDAL_ENV, "GDAL_NUM_THREADS": creation_options.get("NUM_THREADS", 1), "GDAL_CACHEMAX": 16 * 1024 * 1024}):
+    env = {**GDAL_ENV, "GDAL_NUM_THREADS": creation_options.get("NUM_THREADS", 1), "GDAL_CACHEMAX": 16 * 1024 * 1024}
+    if vrt_georef_only:
+        env["GDAL_GEOREF_SOURCES"] = "NONE"
+    with rasterio.Env(**env):
         try:
             copy(str(src), str(dst), driver=driver, **creation_options)
         except (RasterioIOError, OSError, rasterio.errors.RasterioError) as exc:

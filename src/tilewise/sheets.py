@@ -707,7 +707,7 @@ def _write_cog(out: Path, xml: str, dtype: str, compress: str, overviews: bool) 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         vrt.write_text(xml, encoding="utf-8")
-        copy_raster(vrt, tmp, "COG", **opts)
+        copy_raster(vrt, tmp, "COG", opts)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, out)

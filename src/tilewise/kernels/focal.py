@@ -293,7 +293,7 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
 
     Column sums of the last k rows are kept per column (a row enters, is used, and
     leaves), and each output row slides a window along them. Only for values whose
-    every partial sum is exact (see :func:`_exact_sums`): then the order of the
+    every partial sum is exact (see :func:`exact_sums`): then the order of the
     additions cannot change a bit, and results equal the block-anchored passes'.
     ``stat``: 0 count, 1 sum, 2 mean, 3 variance, 4 std (the formulas of
     :func:`focal_statistic`); NaN where fewer than ``need`` cells are valid.
