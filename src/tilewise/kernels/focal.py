@@ -373,9 +373,9 @@ _OPS = {"sum": 0, "min": 1, "max": 2}
 # Statistics made of window moments, and how many moments each needs (count, sum, sum of squares).
 _MOMENTS = {"count": 1, "sum": 2, "mean": 2, "variance": 3, "std": 3}
 _RUNNING_CODE = {"count": 0, "sum": 1, "mean": 2, "variance": 3, "std": 4}
-# Views that order a float's magnitude as an integer: (integer type, sign-clearing mask).
 # Explicit mantissa bits and the smallest positive (subnormal) value of each float type.
 _MANTISSA: dict[np.dtype, tuple[int, float]] = {np.dtype(np.float32): (23, 2.0**-149), np.dtype(np.float64): (52, 2.0**-1074)}
+# Views that order a float's magnitude as an integer: (integer type, sign-clearing mask).
 _BITS: dict[np.dtype, tuple[type[np.signedinteger], int]] = {
     np.dtype(np.float32): (np.int32, 0x7FFFFFFF),
     np.dtype(np.float64): (np.int64, 0x7FFFFFFFFFFFFFFF),
