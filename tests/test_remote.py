@@ -694,6 +694,30 @@ def test_focal_mosaic_of_remote_sheets_equals_the_local_sheets(server: Server, t
     check_ranged_only(server.log())
 
 
+def test_cache_reads_a_masked_member_as_the_direct_read_does(server: Server, tmp_path: Path) -> None:
+    # A member without nodata whose validity is its GDAL mask: through the block cache the mask,
+    # not the values under it, decides which pixels count.
+    from tests.conftest import write_raster
+
+    field = dated_field(3)[:256, :384].astype(np.float32)
+    keep = np.random.default_rng(5).random(field.shape) > 0.2
+    field[~keep] = 1e6  # garbage under the mask: it must never reach the mean
+    (server.root / "masked").mkdir(exist_ok=True)
+    path = write_raster(server.root / "masked" / "masked_20210101.tif", field[np.newaxis], nodata=None, blocksize=128)
+    with rasterio.open(path, "r+") as ds:
+        ds.write_mask(np.where(keep, 255, 0).astype(np.uint8))
+    args = ("-q", "reduce", "--date-pattern", "masked_%Y%m%d.tif", "--stat", "mean", "--tile-size", "128")
+    r = run_cli(*args, str(path), "-o", str(tmp_path / "local.tif"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli(*args, server.url("masked/masked_20210101.tif"), "-o", str(tmp_path / "cached.tif"), "--cache", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(tmp_path / "local.tif") as a, rasterio.open(tmp_path / "cached.tif") as b:
+        local, cached = a.read(1), b.read(1)
+    np.testing.assert_array_equal(cached, local)
+    np.testing.assert_array_equal(cached, np.where(keep, field, np.nan))
+    assert any((tmp_path / "cache").iterdir())  # the blocks did go through the cache
+
+
 def test_cache_of_a_striped_file_keeps_bands_of_strips(server: Server, tmp_path: Path) -> None:
     # A GeoTIFF in one-row strips: cached in bands of whole strips (not one file per row), output unchanged.
     from tests.conftest import write_raster

@@ -13,7 +13,7 @@ import shutil
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,15 +89,12 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
             if folder is not None:  # --cache: a remote file's blocks kept on disk for re-runs
                 data, masks = read_blocks(ds, folder, indexes, inside, [r.use_mask for r in refs])
                 raw[dst] = data
-                inner = ok[dst]  # a view: validity writes into the tile's array
-                clean = []
-                for i, r in enumerate(refs):
-                    if r.use_mask and masks is not None:
-                        inner[i] = masks[i] > 0
-                        clean.append(False)  # a mask says nothing about the values under it
-                    else:
-                        clean.append(validity(data[i], r.nodata, out=inner[i])[1])
-                return raw, ok, clean
+
+                def cached_mask(i: int, _ref: BandRef) -> np.ndarray:
+                    assert masks is not None  # None only when no band asked for a mask
+                    return masks[i] > 0
+
+                return raw, ok, _validity(refs, data, ok[dst], cached_mask)
             src = ds
             vrt = None
             if refs[0].warp_to is not None:
@@ -106,11 +103,11 @@ def _read_group(path: str, refs: Sequence[BandRef], window: Window) -> tuple[np.
             try:
                 if whole:  # the usual case: decode straight into the result
                     src.read(indexes, window=inside.to_rasterio(), out=raw)
-                    clean = _validity(src, refs, raw, inside, ok)
+                    clean = _validity(refs, raw, ok, _mask_reader(src, inside))
                 else:
                     data = src.read(indexes, window=inside.to_rasterio())
                     raw[dst] = data
-                    clean = _validity(src, refs, data, inside, ok[dst])
+                    clean = _validity(refs, data, ok[dst], _mask_reader(src, inside))
             finally:
                 if vrt is not None:
                     vrt.close()
@@ -181,12 +178,20 @@ def validity(band: np.ndarray, nodata: float | None, out: np.ndarray | None = No
     return ok, bool(np.isfinite(nd))  # a nodata too large for the dtype is inf
 
 
-def _validity(ds: Any, refs: Sequence[BandRef], data: np.ndarray, window: Window, ok: np.ndarray) -> list[bool]:
-    """Write the validity of each band of ``data`` into ``ok``; per band, whether its invalid pixels are all finite."""
+def _mask_reader(ds: Any, window: Window) -> Callable[[int, BandRef], np.ndarray]:
+    """The validity of a band that uses its GDAL mask, read from ``ds`` over ``window``."""
+    return lambda _i, ref: ds.read_masks(ref.band, window=window.to_rasterio()) > 0
+
+
+def _validity(refs: Sequence[BandRef], data: np.ndarray, ok: np.ndarray, mask: Callable[[int, BandRef], np.ndarray]) -> list[bool]:
+    """Write the validity of each band of ``data`` into ``ok``; per band, whether its invalid pixels are all finite.
+
+    Bands that use a mask take it from ``mask(index, ref)`` (read from the file, or from the block cache).
+    """
     clean = []
     for i, ref in enumerate(refs):
         if ref.use_mask:
-            ok[i] = ds.read_masks(ref.band, window=window.to_rasterio()) > 0
+            ok[i] = mask(i, ref)
             clean.append(False)  # a mask says nothing about the values under it
         else:
             clean.append(validity(data[i], ref.nodata, out=ok[i])[1])
