@@ -40,6 +40,23 @@ def test_block_means_equal_a_per_block_reference(h: int, w: int, seed: int, hole
         np.testing.assert_allclose(level, reference_level(data, valid, f), rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 70), wb=st.integers(1, 4), seed=st.integers(0, 2**16), dtype=st.sampled_from(["float32", "int16"]))
+def test_block_means_of_a_band_without_nodata_equal_the_masked_path(h: int, wb: int, seed: int, dtype: str) -> None:
+    # A band with no nodata takes a path without the mask; its levels must be the bytes the masked
+    # path gives for the same pixels (here: the band beside a strip of nodata, one block wide).
+    rng = np.random.default_rng(seed)
+    w = 16 * wb
+    data = (rng.normal(0, 1000, (h, w)) * rng.choice([1e-3, 1.0, 1e6], (h, w))).astype(dtype)
+    beside = np.concatenate([data, np.zeros((h, 16), dtype)], axis=1)
+    valid = np.ones((h, w + 16), bool)
+    valid[:, w:] = False
+    full = block_means(data, np.ones((h, w), bool), (2, 4, 8, 16), dtype, -1)
+    masked = block_means(beside, valid, (2, 4, 8, 16), dtype, -1)
+    for f, level in full.items():
+        assert level.tobytes() == np.ascontiguousarray(masked[f][:, : w // f]).tobytes()
+
+
 def test_factors_match_gdal_cog_auto(tmp_path: Path) -> None:
     for h, w in [(300, 500), (600, 300), (1100, 1300), (16384, 16384), (513, 10), (512, 512)]:
         fs = overview_factors(h, w)

@@ -105,3 +105,25 @@ def test_window_intersection() -> None:
     a = Window(-2, -2, 10, 10)
     assert a.intersection(Window(0, 0, 5, 5)) == Window(0, 0, 5, 5)
     assert Window(0, 0, 2, 2).intersection(Window(5, 5, 2, 2)) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 600), workers=st.integers(1, 32), halo=st.integers(0, 3), px=st.integers(1, 1 << 21))
+def test_work_units_keep_every_task_once_in_order(n: int, workers: int, halo: int, px: int) -> None:
+    from types import SimpleNamespace
+
+    from tilewise.runner import HALO_UNITS_PER_WORKER, MIN_UNIT_PIXELS, _units
+
+    op = SimpleNamespace(halo=halo)
+    tasks = [SimpleNamespace(op=op, pixels=px, key=i) for i in range(n)]
+    units = _units(tasks, workers)  # type: ignore[arg-type]
+    # Every task once, in the order given (halo runs rely on row order to share decoded blocks).
+    assert [t.key for u in units for t in u] == list(range(n))
+    if halo:
+        # Runs of consecutive tiles, at most HALO_UNITS_PER_WORKER per worker, all but the last equal.
+        assert len(units) <= HALO_UNITS_PER_WORKER * workers
+        assert len({len(u) for u in units[:-1]}) <= 1 and len(units[-1]) <= len(units[0])
+    else:
+        # Small tasks are grouped until about MIN_UNIT_PIXELS, each unit at most a quarter of a worker's share.
+        cap = math.ceil(n / (4 * workers))
+        assert all(len(u) <= cap and sum(t.pixels for t in u[:-1]) < MIN_UNIT_PIXELS for u in units)

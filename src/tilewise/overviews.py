@@ -121,15 +121,23 @@ class OverviewTask:
         return run_overviews(self)
 
 
-def _halve(s: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sum2x2(a: np.ndarray) -> np.ndarray:
     # Pad to even sizes with empty pixels, then add each 2x2 block in a fixed order.
-    if s.shape[0] % 2 or s.shape[1] % 2:
-        ph, pw = s.shape[0] % 2, s.shape[1] % 2
-        s = np.pad(s, ((0, ph), (0, pw)))
-        c = np.pad(c, ((0, ph), (0, pw)))
-    s2 = s[0::2, 0::2] + s[1::2, 0::2] + s[0::2, 1::2] + s[1::2, 1::2]
-    c2 = c[0::2, 0::2] + c[1::2, 0::2] + c[0::2, 1::2] + c[1::2, 1::2]
-    return s2, c2
+    if a.shape[0] % 2 or a.shape[1] % 2:
+        a = np.pad(a, ((0, a.shape[0] % 2), (0, a.shape[1] % 2)))
+    out: np.ndarray = a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]
+    return out
+
+
+def _widening_sum2x2(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    # As _sum2x2, adding in ``dtype`` without converting the whole input first.
+    if a.shape[0] % 2 or a.shape[1] % 2:
+        a = np.pad(a, ((0, a.shape[0] % 2), (0, a.shape[1] % 2)))
+    out = a[0::2, 0::2].astype(dtype)
+    out += a[1::2, 0::2]
+    out += a[0::2, 1::2]
+    out += a[1::2, 1::2]
+    return out
 
 
 def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], dtype: str, nodata: float) -> dict[int, np.ndarray]:
@@ -138,33 +146,40 @@ def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], d
     levels: dict[int, np.ndarray] = {}
     if not factors:
         return levels
+    # A band without nodata (most tiles) needs no masked copy, and its counts are the block
+    # sizes: an outer product of per-row and per-column counts, not sums over the mask.
+    full = bool(valid.all())
     # The first 2x2 step reads the full-resolution band without a float64 copy of it.
-    v = np.where(valid, data, 0)
-    c8 = valid.view(np.uint8)
-    if v.shape[0] % 2 or v.shape[1] % 2:
-        ph, pw = v.shape[0] % 2, v.shape[1] % 2
-        v = np.pad(v, ((0, ph), (0, pw)))
-        c8 = np.pad(c8, ((0, ph), (0, pw)))
-    s = v[0::2, 0::2].astype(np.float64)
-    s += v[1::2, 0::2]
-    s += v[0::2, 1::2]
-    s += v[1::2, 1::2]
-    c = c8[0::2, 0::2].astype(np.int32)
-    c += c8[1::2, 0::2]
-    c += c8[0::2, 1::2]
-    c += c8[1::2, 1::2]
+    s = _widening_sum2x2(data if full else np.where(valid, data, 0), np.dtype(np.float64))
+    if full:
+        rows, cols = _pair_counts(np.ones(data.shape[0], np.int32)), _pair_counts(np.ones(data.shape[1], np.int32))
+        c = rows[:, None] * cols[None, :]
+    else:
+        c = _widening_sum2x2(valid.view(np.uint8), np.dtype(np.int32))
     f = 2
     for target in factors:
         while f < target:
-            s, c = _halve(s, c)
+            s = _sum2x2(s)
+            if full:
+                rows, cols = _pair_counts(rows), _pair_counts(cols)
+                c = rows[:, None] * cols[None, :]
+            else:
+                c = _sum2x2(c)
             f *= 2
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s / c
         if out_dtype.kind in "iu":
             info = np.iinfo(out_dtype)
             mean = np.clip(np.rint(mean), info.min, info.max)
-        levels[target] = np.where(c > 0, mean, nodata).astype(out_dtype)
+        levels[target] = mean.astype(out_dtype) if full else np.where(c > 0, mean, nodata).astype(out_dtype)
     return levels
+
+
+def _pair_counts(n: np.ndarray) -> np.ndarray:
+    """Counts of pixels per pair of consecutive rows (or columns), the last alone when odd."""
+    if n.size % 2:
+        n = np.append(n, 0)
+    return n[0::2] + n[1::2]
 
 
 def run_overviews(task: OverviewTask) -> dict[str, Any]:

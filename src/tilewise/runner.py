@@ -32,6 +32,9 @@ from tilewise.task import Task
 
 # A work unit should carry at least this many pixels, so per-unit overhead stays small.
 MIN_UNIT_PIXELS = 1 << 20
+# Runs of halo tiles per worker: fewer, longer runs decode fewer shared blocks twice; two still
+# let one worker take over the other's second run when tiles cost unequal time.
+HALO_UNITS_PER_WORKER = 2
 
 
 @dataclass
@@ -385,15 +388,18 @@ def _units(tasks: list[Task], workers: int, per_unit: int | None = None, min_pix
 
     Tiles with a halo are grouped into runs of consecutive tiles (bands of tile rows) whatever
     their size: the worker reads them through one kept dataset handle, whose block cache then
-    serves the halo blocks shared with the previous tile instead of decoding them again.
+    serves the halo blocks shared with the previous tile instead of decoding them again. Only
+    the block rows at a run's two ends are decoded twice, so these runs are longer (two per
+    worker): a 16384² raster in 1024² tiles decodes 1.25x its blocks instead of 1.5x.
     """
     if not tasks:
         return []
     if per_unit:  # the user chose the granularity (--tiles-per-task)
         return [tuple(tasks[i : i + per_unit]) for i in range(0, len(tasks), per_unit)]
-    cap = max(1, math.ceil(len(tasks) / (4 * workers)))
     if getattr(getattr(tasks[0], "op", None), "halo", 0):
-        return [tuple(tasks[i : i + cap]) for i in range(0, len(tasks), cap)]
+        run = max(1, math.ceil(len(tasks) / (HALO_UNITS_PER_WORKER * workers)))
+        return [tuple(tasks[i : i + run]) for i in range(0, len(tasks), run)]
+    cap = max(1, math.ceil(len(tasks) / (4 * workers)))
     units: list[tuple[Task, ...]] = []
     cur: list[Task] = []
     px = 0
