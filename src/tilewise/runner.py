@@ -35,6 +35,9 @@ MIN_UNIT_PIXELS = 1 << 20
 # Runs of halo tiles per worker: fewer, longer runs decode fewer shared blocks twice; two still
 # let one worker take over the other's second run when tiles cost unequal time.
 HALO_UNITS_PER_WORKER = 2
+# ...but a run is at most this many rows of tiles (1.25x the blocks decoded), so a large raster
+# still reports progress, and loses little to a crash, run by run.
+HALO_RUN_ROWS = 4
 
 
 @dataclass
@@ -389,16 +392,17 @@ def _units(tasks: list[Task], workers: int, per_unit: int | None = None, min_pix
     Tiles with a halo are grouped into runs of consecutive tiles (bands of tile rows) whatever
     their size: the worker reads them through one kept dataset handle, whose block cache then
     serves the halo blocks shared with the previous tile instead of decoding them again. Only
-    the block rows at a run's two ends are decoded twice, so these runs are longer (two per
-    worker): a 16384² raster in 1024² tiles decodes 1.25x its blocks instead of 1.5x.
+    the block rows at a run's two ends are decoded twice, so these runs are long: two per
+    worker, at most :data:`HALO_RUN_ROWS` rows of tiles (a 16384² raster in 1024² tiles on two
+    workers decodes 1.25x its blocks instead of 1.5x with runs of two rows).
     """
     if not tasks:
         return []
     if per_unit:  # the user chose the granularity (--tiles-per-task)
         return [tuple(tasks[i : i + per_unit]) for i in range(0, len(tasks), per_unit)]
     if getattr(getattr(tasks[0], "op", None), "halo", 0):
-        run = max(1, math.ceil(len(tasks) / (HALO_UNITS_PER_WORKER * workers)))
-        return [tuple(tasks[i : i + run]) for i in range(0, len(tasks), run)]
+        run = min(math.ceil(len(tasks) / (HALO_UNITS_PER_WORKER * workers)), HALO_RUN_ROWS * _row_length(tasks))
+        return [tuple(tasks[i : i + run]) for i in range(0, len(tasks), max(1, run))]
     cap = max(1, math.ceil(len(tasks) / (4 * workers)))
     units: list[tuple[Task, ...]] = []
     cur: list[Task] = []
@@ -412,6 +416,17 @@ def _units(tasks: list[Task], workers: int, per_unit: int | None = None, min_pix
     if cur:
         units.append(tuple(cur))
     return units
+
+
+def _row_length(tasks: list[Task]) -> int:
+    """How many of the first tasks lie in the same row of tiles of the same output."""
+    first = tasks[0]
+    n = 0
+    for t in tasks:
+        if t.item != first.item or t.tile.core.row_off != first.tile.core.row_off:
+            break
+        n += 1
+    return n
 
 
 def _guarded_batch(unit: tuple[Any, ...]) -> list[dict[str, Any]]:
