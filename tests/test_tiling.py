@@ -109,8 +109,8 @@ def test_window_intersection() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(items=st.integers(1, 3), rows=st.integers(1, 40), cols=st.integers(1, 40), workers=st.integers(1, 32), halo=st.integers(0, 3),
-       px=st.integers(1, 1 << 21))  # fmt: skip
-def test_work_units_keep_every_task_once_in_order(items: int, rows: int, cols: int, workers: int, halo: int, px: int) -> None:
+       px=st.integers(1, 1 << 21), done=st.floats(0, 1))  # fmt: skip
+def test_work_units_keep_every_task_once_in_order(items: int, rows: int, cols: int, workers: int, halo: int, px: int, done: float) -> None:
     from types import SimpleNamespace
 
     from tilewise.runner import HALO_RUN_ROWS, HALO_UNITS_PER_WORKER, MIN_UNIT_PIXELS, _units
@@ -118,16 +118,19 @@ def test_work_units_keep_every_task_once_in_order(items: int, rows: int, cols: i
     op = SimpleNamespace(halo=halo)
     tasks = [SimpleNamespace(op=op, pixels=px, item=i, tile=SimpleNamespace(core=Window(r * 7, c * 7, 7, 7)), key=(i, r, c))
              for i in range(items) for r in range(rows) for c in range(cols)]  # fmt: skip
+    # A resumed run: the tiles done before are not planned again (here a leading share of them).
+    tasks = tasks[int(done * (len(tasks) - 1)) :]
     n = len(tasks)
     units = _units(tasks, workers)  # type: ignore[arg-type]
     # Every task once, in the order given (halo runs rely on row order to share decoded blocks).
     assert [t.key for u in units for t in u] == [t.key for t in tasks]
     if halo:
         # Runs of consecutive tiles, all but the last of one length: a share of the work that leaves
-        # each worker at most HALO_UNITS_PER_WORKER runs, unless that is more than HALO_RUN_ROWS rows.
+        # each worker at most HALO_UNITS_PER_WORKER runs, unless that is more than HALO_RUN_ROWS rows
+        # (full rows, even when the first row left to run is a part of one).
         run = len(units[0])
         assert all(len(u) == run for u in units[:-1]) and len(units[-1]) <= run
-        assert run == min(math.ceil(n / (HALO_UNITS_PER_WORKER * workers)), HALO_RUN_ROWS * cols)
+        assert run == min(math.ceil(n / (HALO_UNITS_PER_WORKER * workers)), HALO_RUN_ROWS * min(n, cols))
     else:
         # Small tasks are grouped until about MIN_UNIT_PIXELS, each unit at most a quarter of a worker's share.
         cap = math.ceil(n / (4 * workers))

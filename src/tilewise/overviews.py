@@ -146,7 +146,7 @@ def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], d
     levels: dict[int, np.ndarray] = {}
     if not factors:
         return levels
-    # A band without nodata (most tiles) needs no masked copy, and its counts are the block
+    # A band without nodata (tiles away from holes, fill and edges) needs no masked copy, and its counts are the block
     # sizes: an outer product of per-row and per-column counts, not sums over the mask.
     full = bool(valid.all())
     # The first 2x2 step reads the full-resolution band without a float64 copy of it.

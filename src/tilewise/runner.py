@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,14 +420,9 @@ def _units(tasks: list[Task], workers: int, per_unit: int | None = None, min_pix
 
 
 def _row_length(tasks: list[Task]) -> int:
-    """How many of the first tasks lie in the same row of tiles of the same output."""
-    first = tasks[0]
-    n = 0
-    for t in tasks:
-        if t.item != first.item or t.tile.core.row_off != first.tile.core.row_off:
-            break
-        n += 1
-    return n
+    """The most tasks in one row of tiles of one output (a resumed run may lack parts of some rows)."""
+    rows = Counter((t.item, t.tile.core.row_off) for t in tasks)
+    return max(rows.values())
 
 
 def _guarded_batch(unit: tuple[Any, ...]) -> list[dict[str, Any]]:
