@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import tilewise
 from tests.conftest import two_band_scene, write_raster
-from tilewise import overviews
+from tilewise import overviews, runner
 from tilewise.overviews import block_means, overview_factors
 from tilewise.rasterfile import open_read
 
@@ -93,6 +93,25 @@ def test_cog_is_georeferenced_by_the_job_and_reading_georeferencing_is_left_on(t
     # The setting ends with the assembly: this process still reads a GeoTIFF's own georeferencing.
     with open_read(str(first)) as t:
         assert t.crs == crs and t.transform == transform
+
+
+def test_tiles_carry_the_crs_only_when_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tile and pyramid files need no CRS for the assembly (its VRT has it): only kept tiles get one,
+    # and the output is the same bytes either way.
+    src = write_raster(tmp_path / "in.tif", two_band_scene(700, 900, seed=3), nodata=0)
+    kept = tilewise.ndvi(str(src), str(tmp_path / "k.tif"), red=1, nir=2, tile_size=256, executor="serial", keep_tiles=True)
+    plain = tilewise.ndvi(str(src), str(tmp_path / "p.tif"), red=1, nir=2, tile_size=256, executor="serial")
+    assert Path(kept).read_bytes() == Path(plain).read_bytes()
+    crs, transform = "EPSG:32632", Affine(10.0, 0.0, 300000.0, 0.0, -10.0, 5600000.0)  # write_raster's
+    with open_read(kept) as ds:
+        assert ds.crs == crs and ds.transform == transform
+    # Without --keep-tiles the tiles are removed after the assembly; skipped here, they stay to be looked at.
+    monkeypatch.setattr(runner, "_assemble", lambda *a, **k: None)
+    tilewise.ndvi(str(src), str(tmp_path / "n.tif"), red=1, nir=2, tile_size=256, executor="serial")
+    for kind, name in (("tiles", "r0001-c0002.tif"), ("ovr", "r0001-c0002.tif"), ("tiles", "r0000-c0000.tif")):
+        with open_read(str(tmp_path / ".k.tif.tilewise" / kind / "0" / name)) as k, open_read(str(tmp_path / ".n.tif.tilewise" / kind / "0" / name)) as n:
+            assert k.crs == crs and n.crs is None
+            assert n.transform == k.transform and np.array_equal(n.read(), k.read(), equal_nan=True)
 
 
 def test_no_overviews_option(tmp_path: Path) -> None:

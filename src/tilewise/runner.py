@@ -376,6 +376,7 @@ def _make_tasks(plan: Plan, workdir: Path) -> list[Task]:
                 tile_path=str(workdir / "tiles" / str(it.index) / f"{tile.key}.tif"),
                 ovr_factors=factors if fused else (), grid=it.grid if fused else None,
                 ovr_path=str(workdir / "ovr" / str(it.index) / f"{tile.key}.tif") if fused else "", s3_endpoint=plan.job.s3_endpoint, cache=plan.job.cache,
+                georef=plan.job.keep_tiles,
             ))  # fmt: skip
     # Interleave outputs so every worker starts on different files.
     if plan.op.halo:
