@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def run_task(task: Task) -> dict[str, Any]:
 
 def _placed(grid: Grid, georef: bool) -> Grid:
     """``grid``, or the same grid without its CRS (the transform still places the file)."""
-    return grid if georef or grid.crs is None else Grid(None, grid.transform, grid.height, grid.width)
+    return grid if georef else replace(grid, crs=None)
 
 
 STREAM_CACHE_BYTES = 16 << 20
