@@ -362,6 +362,15 @@ def warm_page_cache(path: Path, chunk: int = 16 << 20) -> float:
 # --------------------------------------------------------------------------- windows
 
 
+def cog_overview_factors(height: int, width: int, block: int) -> list[int]:
+    """The overview factors GDAL's COG driver makes with OVERVIEWS=AUTO: 2, 4, ... until a level fits in one block."""
+    factors, f = [], 2
+    while -(-width // (f // 2)) > block or -(-height // (f // 2)) > block:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
 def block_windows(width: int, height: int, block: int) -> Iterator[Window]:
     """Block-aligned windows covering a ``width`` x ``height`` raster, row by row."""
     for row in range(0, height, block):
