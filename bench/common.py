@@ -363,7 +363,11 @@ def warm_page_cache(path: Path, chunk: int = 16 << 20) -> float:
 
 
 def cog_overview_factors(height: int, width: int, block: int) -> list[int]:
-    """The overview factors GDAL's COG driver makes with OVERVIEWS=AUTO: 2, 4, ... until a level fits in one block."""
+    """The overview factors GDAL's COG driver makes with OVERVIEWS=AUTO: 2, 4, ... until a level fits in one block.
+
+    The rule of ``tilewise.overviews.overview_factors``, restated here so that a machine limit does not
+    depend on the code it judges.
+    """
     factors, f = [], 2
     while -(-width // (f // 2)) > block or -(-height // (f // 2)) > block:
         factors.append(f)

@@ -951,7 +951,7 @@ def render_plot(data: dict[str, Any], path: Path) -> bool:
     lim = data["summary"]["limits"]
     for key, (_part, label) in LIMITS.items():
         if lim.get(f"{key}_mpix_s"):
-            ax.axhline(lim[f"{key}_mpix_s"], color="grey", ls="--" if key == "gtiff_zstd" else ":", lw=1, label=f"machine limit, {label}")
+            ax.axhline(lim[f"{key}_mpix_s"], color="grey", ls={"gtiff_zstd": "--", "cog_zstd": ":"}.get(key, "-."), lw=1, label=f"machine limit, {label}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     allk = sorted(int(k) for k in per_k)

@@ -871,7 +871,6 @@ def show(name: str, rec: dict[str, Any]) -> None:
 # =========================================================================== summary and report
 
 
-
 def _within_an_hour(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     """Whether two measured rows (with ``measured_at``) were taken less than an hour apart."""
     try:
@@ -879,6 +878,7 @@ def _within_an_hour(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     except (KeyError, ValueError):
         return False
     return abs((ta - tb).total_seconds()) < 3600
+
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     """Polygon rates, the Gateway's extrapolation, ratios to tilewise and the targets."""
