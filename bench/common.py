@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import psutil
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -362,17 +363,18 @@ def warm_page_cache(path: Path, chunk: int = 16 << 20) -> float:
 # --------------------------------------------------------------------------- windows
 
 
-def cog_overview_factors(height: int, width: int, block: int) -> list[int]:
-    """The overview factors GDAL's COG driver makes with OVERVIEWS=AUTO: 2, 4, ... until a level fits in one block.
+def build_cog_overviews(ds: Any, block: int) -> None:
+    """Build in ``ds`` the AVERAGE overview levels GDAL's COG driver makes with OVERVIEWS=AUTO (2, 4, ... until one fits a block).
 
-    The rule of ``tilewise.overviews.overview_factors``, restated here so that a machine limit does not
-    depend on the code it judges.
+    For the strict machine limits: the levels computed beforehand, the COG driver then only copies and
+    encodes them. The factor rule is ``tilewise.overviews.overview_factors``'s, restated here so that a
+    limit does not depend on the code it judges.
     """
     factors, f = [], 2
-    while -(-width // (f // 2)) > block or -(-height // (f // 2)) > block:
+    while -(-ds.width // (f // 2)) > block or -(-ds.height // (f // 2)) > block:
         factors.append(f)
         f *= 2
-    return factors
+    ds.build_overviews(factors, Resampling.average)
 
 
 def block_windows(width: int, height: int, block: int) -> Iterator[Window]:

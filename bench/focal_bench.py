@@ -64,7 +64,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,8 +75,8 @@ from common import (  # bench/ is not a package: found through sys.path
     WORK_DIR,
     Measurement,
     block_windows,
+    build_cog_overviews,
     cached_array,
-    cog_overview_factors,
     file_size,
     fmt,
     load_json,
@@ -514,7 +513,7 @@ def worker_encode(inp: str, out: str, kind: str, k_s: str) -> None:
                 mem.write(arr, 1)
                 del arr
                 if kind == "cog_pre":  # the overview levels computed beforehand, untimed: the copy only encodes
-                    mem.build_overviews(cog_overview_factors(base["height"], base["width"], BLOCK), Resampling.average)
+                    build_cog_overviews(mem, BLOCK)
                 t1 = time.perf_counter()
                 rasterio.shutil.copy(mem, out, driver="COG", COMPRESS="ZSTD", LEVEL="1", PREDICTOR="FLOATING_POINT", BLOCKSIZE=str(BLOCK),
                                      OVERVIEWS="AUTO", RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")  # fmt: skip

@@ -58,7 +58,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,8 +69,8 @@ from common import (  # bench/ is not a package: found through sys.path
     WORK_DIR,
     Measurement,
     block_windows,
+    build_cog_overviews,
     cached_array,
-    cog_overview_factors,
     file_size,
     fmt,
     load_json,
@@ -116,6 +115,9 @@ LIMITS = {
 #: Which limit each approach is compared to (the one writing the same bytes), and a second one for reference.
 LIMIT_OF = {"tutorial": ("gtiff", None), "rioxarray_dask": ("gtiff", None), "gdal_calc": ("gtiff", None),
             "tilewise": ("cog_pre", "cog"), "tilewise_default": ("cog_zstd_pre", "cog_zstd")}  # fmt: skip
+#: The encode parts: name -> (kind, codec) for worker_encode.
+ENCODE_PARTS = {"encode_gtiff": ("gtiff", "deflate"), "encode_cog": ("cog", "deflate"), "encode_cog_pre": ("cog_pre", "deflate"),
+                "encode_gtiff_zstd": ("gtiff", "zstd"), "encode_cog_zstd": ("cog", "zstd"), "encode_cog_zstd_pre": ("cog_pre", "zstd")}  # fmt: skip
 ALL = LIMIT_PARTS + APPROACHES
 #: The rows the NDVI goals are measured by (1.5x rioxarray_dask; 85 % of the strict ZSTD-1 COG limit): these run
 #: --repeat times, the others (the loose limit beside it too) once unless --repeat-all (which keeps `make bench`
@@ -423,7 +425,7 @@ def worker_encode(inp: str, out: str, kind: str, codec: str = "deflate") -> None
                 mem.write(arr, 1)
                 del arr
                 if kind == "cog_pre":  # the overview levels computed beforehand, untimed: the copy only encodes
-                    mem.build_overviews(cog_overview_factors(grid["height"], grid["width"], BLOCK), Resampling.average)
+                    build_cog_overviews(mem, BLOCK)
                 t1 = time.perf_counter()
                 rasterio.shutil.copy(mem, out, driver="COG", **cog_codec, PREDICTOR="FLOATING_POINT", BLOCKSIZE=str(BLOCK),
                                      OVERVIEWS="AUTO", RESAMPLING="AVERAGE", NUM_THREADS="ALL_CPUS", BIGTIFF="IF_SAFER")  # fmt: skip
@@ -487,10 +489,8 @@ def run_one(name: str, inp: Path, work: Path, windows: Sequence[Window], args: a
         cmd = [*python_cmd(), script, "--worker", name, str(inp), str(out)]
     elif name == "decode":
         cmd, writes_output = [*python_cmd(), script, "--worker", "decode", str(inp), "2"], False
-    elif name.startswith("encode_"):
-        words = name.split("_")[1:]
-        kind = words[0] + ("_pre" if words[-1] == "pre" else "")
-        codec = "zstd" if "zstd" in words else "deflate"
+    elif name in ENCODE_PARTS:
+        kind, codec = ENCODE_PARTS[name]
         cmd = [*python_cmd(), script, "--worker", "encode", str(inp), str(out), kind, codec]
     elif name == "gdal_calc":
         calc = gdal_calc_command(inp, out)
