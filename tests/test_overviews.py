@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import tilewise
 from tests.conftest import two_band_scene, write_raster
 from tilewise import overviews, runner
-from tilewise.overviews import block_means, overview_factors
+from tilewise.kernels import pyramid
+from tilewise.overviews import block_means_numpy, overview_factors
 from tilewise.rasterfile import open_read
 
 
@@ -29,20 +30,26 @@ def reference_level(data: np.ndarray, valid: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
+# Both formulations of the levels: numpy's (processes without numba) and the compiled kernels.
+IMPLEMENTATIONS = {"numpy": block_means_numpy, "numba": pyramid.block_means}
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 70), w=st.integers(1, 70), seed=st.integers(0, 2**16), hole=st.floats(0, 1))
-def test_block_means_equal_a_per_block_reference(h: int, w: int, seed: int, hole: float) -> None:
+def test_block_means_equal_a_per_block_reference(impl: str, h: int, w: int, seed: int, hole: float) -> None:
     rng = np.random.default_rng(seed)
     data = rng.normal(0, 1, (h, w)).astype(np.float32)
     valid = rng.random((h, w)) >= hole
-    got = block_means(data, valid, (2, 4, 8, 16), "float32", float("nan"))
+    got = IMPLEMENTATIONS[impl](data, valid, (2, 4, 8, 16), "float32", float("nan"))
     for f, level in got.items():
         np.testing.assert_allclose(level, reference_level(data, valid, f), rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @settings(max_examples=40, deadline=None)
 @given(h=st.integers(1, 70), wb=st.integers(1, 4), seed=st.integers(0, 2**16), dtype=st.sampled_from(["float32", "int16"]))
-def test_block_means_of_a_band_without_nodata_equal_the_masked_path(h: int, wb: int, seed: int, dtype: str) -> None:
+def test_block_means_of_a_band_without_nodata_equal_the_masked_path(impl: str, h: int, wb: int, seed: int, dtype: str) -> None:
     # A band with no nodata takes a path without the mask; its levels must be the bytes the masked
     # path gives for the same pixels (here: the band beside a strip of nodata, one block wide).
     rng = np.random.default_rng(seed)
@@ -51,10 +58,45 @@ def test_block_means_of_a_band_without_nodata_equal_the_masked_path(h: int, wb: 
     beside = np.concatenate([data, np.zeros((h, 16), dtype)], axis=1)
     valid = np.ones((h, w + 16), bool)
     valid[:, w:] = False
-    full = block_means(data, np.ones((h, w), bool), (2, 4, 8, 16), dtype, -1)
-    masked = block_means(beside, valid, (2, 4, 8, 16), dtype, -1)
+    full = IMPLEMENTATIONS[impl](data, np.ones((h, w), bool), (2, 4, 8, 16), dtype, -1)
+    masked = IMPLEMENTATIONS[impl](beside, valid, (2, 4, 8, 16), dtype, -1)
     for f, level in full.items():
         assert level.tobytes() == np.ascontiguousarray(masked[f][:, : w // f]).tobytes()
+
+
+SPECIAL = {"f": [0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, -1e-30], "i": [0, -1, 1], "u": [0, 1]}
+
+
+@settings(max_examples=150, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**16), hole=st.sampled_from([0.0, 0.0, 0.1, 0.5, 1.0]),
+       dtype=st.sampled_from(["float32", "float64", "int16", "uint16", "uint8", "int32", "int8"]),
+       factors=st.sampled_from([(2,), (2, 4, 8), (4, 16), (2, 4, 8, 16, 32, 64)]))  # fmt: skip
+def test_compiled_levels_are_the_bytes_of_the_numpy_formulation(h: int, w: int, seed: int, hole: float, dtype: str,
+                                                                factors: tuple[int, ...]) -> None:  # fmt: skip
+    # The kernels must add in numpy's order (signed zeros and infinities show a different order or a
+    # skipped +0.0 of padding), round integers half to even and clip them to the dtype's range.
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        data = (rng.normal(0, 1, (h, w)) * rng.choice([1e-3, 1.0, 1e6], (h, w))).astype(dt)
+    else:
+        info = np.iinfo(dt)
+        data = rng.integers(info.min, int(info.max) + 1, (h, w)).astype(dt)
+    specials = np.array(SPECIAL[dt.kind], dtype=dt)
+    specials = specials[rng.permutation(specials.size)[: rng.integers(1, specials.size + 1)]]  # e.g. only -0.0
+    pick = rng.random((h, w)) < (1.0 if rng.random() < 0.3 else 0.2)  # some rasters of special values only
+    data[pick] = rng.choice(specials, int(pick.sum()))
+    valid = rng.random((h, w)) >= hole
+    if dt.kind == "f" and rng.random() < 0.5:
+        valid &= ~np.isnan(data)  # as valid_of makes it; else NaNs counted as values, the same in both
+    nodata = {"f": float("nan"), "i": -1, "u": 0}[dt.kind]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf
+        want = block_means_numpy(data, valid, factors, dtype, nodata)
+    got = pyramid.block_means(data, valid, factors, dtype, nodata)
+    assert list(got) == list(want)
+    for f in factors:
+        assert got[f].dtype == want[f].dtype and got[f].shape == want[f].shape
+        assert got[f].tobytes() == want[f].tobytes(), f"factor {f}"
 
 
 def test_factors_match_gdal_cog_auto(tmp_path: Path) -> None:
@@ -119,3 +161,13 @@ def test_no_overviews_option(tmp_path: Path) -> None:
     out = tilewise.ndvi(str(src), str(tmp_path / "o.tif"), red=1, nir=2, overviews=False, executor="serial")
     with open_read(out) as ds:
         assert ds.overviews(1) == []
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (6, 6), (5, 7), (12, 10)])
+def test_compiled_levels_keep_numpys_signed_zeros(shape: tuple[int, int]) -> None:
+    # A sum of -0.0 values stays -0.0 unless a +0.0 (a masked pixel, or padding at an odd edge) is added.
+    data = np.full(shape, -0.0, np.float32)
+    for valid in (np.ones(shape, bool), np.arange(data.size).reshape(shape) % 3 > 0):
+        want = block_means_numpy(data, valid, (2, 4, 8, 16), "float32", float("nan"))
+        got = pyramid.block_means(data, valid, (2, 4, 8, 16), "float32", float("nan"))
+        assert [got[f].tobytes() for f in got] == [want[f].tobytes() for f in want]

@@ -11,6 +11,7 @@ order, so the bytes never depend on the tile size, region or executor.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,22 @@ def _widening_sum2x2(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], dtype: str, nodata: float) -> dict[int, np.ndarray]:
-    """Return ``{factor: level}`` block means of one 2-D band for each factor (powers of two)."""
+    """Return ``{factor: level}`` block means of one 2-D band for each factor (powers of two).
+
+    In a process that has loaded numba already (a focal or coverage job's worker) the
+    levels come from compiled kernels, ~3x faster and the same bytes
+    (:mod:`tilewise.kernels.pyramid`); elsewhere from :func:`block_means_numpy`, as
+    loading numba (~0.3 s per process, even from its cache) costs more than it saves.
+    """
+    if "numba" in sys.modules:
+        from tilewise.kernels import pyramid
+
+        return pyramid.block_means(data, valid, factors, dtype, nodata)
+    return block_means_numpy(data, valid, factors, dtype, nodata)
+
+
+def block_means_numpy(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], dtype: str, nodata: float) -> dict[int, np.ndarray]:
+    """:func:`block_means` with numpy: each level from exact 2x2 sums and counts of the previous one, in a fixed order."""
     out_dtype = np.dtype(dtype)
     levels: dict[int, np.ndarray] = {}
     if not factors:
@@ -171,7 +187,14 @@ def block_means(data: np.ndarray, valid: np.ndarray, factors: tuple[int, ...], d
         if out_dtype.kind in "iu":
             info = np.iinfo(out_dtype)
             mean = np.clip(np.rint(mean), info.min, info.max)
-        levels[target] = mean.astype(out_dtype) if full else np.where(c > 0, mean, nodata).astype(out_dtype)
+        level = mean.astype(out_dtype) if full else np.where(c > 0, mean, nodata).astype(out_dtype)
+        if out_dtype.kind == "f":
+            # One NaN for every NaN mean (inf - inf, a NaN counted valid): the sign and payload
+            # of a NaN an addition returns are left to the hardware and compiler.
+            nan = np.isnan(level)
+            if nan.any():
+                level[nan] = np.nan
+        levels[target] = level
     return levels
 
 
