@@ -1,14 +1,16 @@
-"""Overview levels (nodata-aware 2x2 block means) compiled with numba: the same bytes as the numpy formulation, ~5x faster.
+"""Overview levels (nodata-aware 2x2 block means) compiled with numba: the same bytes as the numpy formulation, ~3x faster.
 
-:func:`tilewise.overviews.block_means` builds each level from exact 2x2 sums and
-counts of the previous one, in a fixed order. These kernels do the same additions
-in the same order, one pass per level instead of numpy's several strided passes
-and temporaries: each 2x2 sum is ``((x00 + x10) + x01) + x11`` in float64, with a
-masked or missing (odd edge) pixel added as +0.0, as the numpy code's ``where``
-and zero padding do (so a sum of one -0.0 and a pad is +0.0 in both). Counts are
-exact integers, and every NaN mean is written as the one quiet NaN (the sign and
-payload of a NaN an addition returns are the hardware's and compiler's choice). Used only in processes that have loaded numba already (focal and
-coverage jobs): loading it costs ~0.3 s per process, more than it saves on a tile.
+:func:`tilewise.overviews.block_means_numpy` builds each level from exact 2x2 sums
+and counts of the previous one, in a fixed order. These kernels do the same
+additions in the same order, one pass per level instead of numpy's several strided
+passes and temporaries: each 2x2 sum is ``((x00 + x10) + x01) + x11`` in float64,
+with a masked or missing (odd edge) pixel added as +0.0, as the numpy code's
+``where`` and zero padding do (so a sum of one -0.0 and a pad is +0.0 in both).
+Counts are exact integers, and every NaN mean is written as the one quiet NaN (the
+sign and payload of the NaN an addition returns are the hardware's and compiler's
+choice). Used only in processes that have loaded numba already (focal and coverage
+jobs, see :func:`tilewise.overviews.block_means`): loading it costs ~0.3 s per
+process, more than it saves on a job's tiles.
 """
 
 from __future__ import annotations
