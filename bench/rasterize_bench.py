@@ -904,6 +904,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         rows[name] = row
     tw, twc = rows.get("tilewise"), rows.get("tilewise_coverage")
     for name, row in rows.items():
+        # A row kept from another session (gateway_full: `make bench` does not re-run it) is not compared
+        # with this run's: on this VM an hour can make every tool ~1.5x slower.
+        row["other_hour"] = name != "tilewise" and "tilewise" in res and not _within_an_hour(res[name], res["tilewise"])
         ref_name = COMPARE_WITH.get(name, "tilewise") if COMPARE_WITH.get(name) in rows else "tilewise"
         ref = rows.get(ref_name) if name != "tilewise_memcheck" else None
         row["time_vs_tilewise"] = round(row["wall_s"] / ref["wall_s"], 2) if ref else None
@@ -932,7 +935,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                                      "peak_mb": big["peak_mb"], "peak_mb_small": small["peak_mb"]}  # fmt: skip
     winners = {}
     for group, members in WINNER_GROUPS.items():
-        present = [n for n in members if n in rows]
+        present = [n for n in members if n in rows and not rows[n]["other_hour"]]
         if len(present) > 1:
             winners[group] = min(present, key=lambda n: rows[n]["wall_s"])
     return {"rows": rows, "targets": targets, "winners": winners}
@@ -1002,6 +1005,8 @@ def render_markdown(data: dict[str, Any]) -> str:
             polys = data.get("memcheck_input", {}).get("polygons")
         wall = f"{r['wall_s']:.1f}"
         ratio = fmt(sr.get("time_vs_tilewise"), 2, "x") if sr else "n/a"
+        if sr and sr.get("other_hour"):
+            ratio = f"n/a (measured {r.get('measured_at', '?')[:16].replace('T', ' ')}, not within an hour of tilewise)"
         rate = f"{sr['polygons_per_s']:,}" if sr and sr.get("polygons_per_s") else ""
         tiles = r.get("tiles")
         if sr and sr.get("extrapolated"):
@@ -1046,7 +1051,8 @@ def render_markdown(data: dict[str, Any]) -> str:
                + (f"{tm['peak_mb']:.0f} MB vs {tm['peak_mb_small']:.0f} MB = {tm['value']:g}x: {_met(tm)}" if tm else "not measured"))  # fmt: skip
     for group, name in s.get("winners", {}).items():
         r = s["rows"][name]
-        others = [f"`{n}` {s['rows'][n]['wall_s'] / r['wall_s']:.2f}x" for n in WINNER_GROUPS[group] if n in s["rows"] and n != name]
+        others = [f"`{n}` {s['rows'][n]['wall_s'] / r['wall_s']:.2f}x" for n in WINNER_GROUPS[group]
+                  if n in s["rows"] and n != name and not s["rows"][n].get("other_hour")]  # fmt: skip
         out.append(f"* fastest for {group}: `{name}` ({r['wall_s']:.1f} s{' extrapolated' if r.get('extrapolated') else ''}; "
                    f"the others' time relative to it: {', '.join(others)}).")  # fmt: skip
     tw = res.get("tilewise", {})
