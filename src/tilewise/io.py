@@ -392,7 +392,8 @@ def write_tile(path: str | Path, out: np.ndarray, valid: np.ndarray, grid: Grid,
     """
     t0 = time.perf_counter()
     size = write_array(path, out, grid, nodata, band_names)
-    vals = out[valid]
+    # A tile without nodata needs no masked copy: its values in the same order, so the same statistics.
+    vals = out.ravel() if valid.all() else out[valid]
     has = vals.size > 0
     return TileWritten(
         path=str(path),
