@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,18 @@ def test_cog_overviews_are_ours_and_region_independent(tmp_path: Path, monkeypat
         ov4 = ds.read(1, out_shape=(math.ceil(1300 / 4), math.ceil(1700 / 4)))
     ref = reference_level(full, ~np.isnan(full), 4)
     np.testing.assert_allclose(ov4, ref, rtol=1e-6, equal_nan=True)
+
+
+def test_cog_overviews_are_the_same_bytes_from_numbas_kernels_and_numpys(tmp_path: Path) -> None:
+    # A serial run computes the overview levels in this process, which has loaded numba (the kernels);
+    # the processes executor's workers never load numba for an NDVI (numpy's formulation).
+    assert "numba" in sys.modules
+    src = write_raster(tmp_path / "in.tif", two_band_scene(1100, 1300, seed=5), nodata=0, blocksize=256)
+    a = tilewise.ndvi(str(src), str(tmp_path / "a.tif"), red=1, nir=2, tile_size=256, executor="serial")
+    b = tilewise.ndvi(str(src), str(tmp_path / "b.tif"), red=1, nir=2, tile_size=256, executor="processes", workers=2)
+    with open_read(a) as ds:
+        assert ds.overviews(1) == [2, 4]
+    assert Path(a).read_bytes() == Path(b).read_bytes()
 
 
 def test_cog_is_georeferenced_by_the_job_and_reading_georeferencing_is_left_on(tmp_path: Path) -> None:
