@@ -259,6 +259,54 @@ def test_tiles_that_take_different_paths_agree(stat: str, k: int, spikes: list[t
     assert whole.tobytes() == _anchored(x, ok, stat, fp, (0, 0)).tobytes()
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    stat=st.sampled_from(focal_kernels.STATS),
+    k=st.integers(0, 6),
+    circle=st.booleans(),
+    scale=st.sampled_from([1.0, 3000.0, 1e30]),
+    holes=st.floats(0.0, 0.6),
+    min_count=st.integers(1, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_float32_values_are_the_float64_ones_rounded_once(stat: str, k: int, circle: bool, scale: float, holes: float, min_count: int, seed: int) -> None:
+    # A float32 output's job computes its statistic straight into float32 (no float64 arrays):
+    # that must be the float64 result rounded once, on the running-sum path (exact sums,
+    # scale 1 or 3000) and the anchored one (1e30: inexact), for squares and circles.
+    rng = np.random.default_rng(seed)
+    x = (500 + rng.normal(0, scale, (33, 37))).astype(np.float32)
+    ok = rng.random(x.shape) >= holes
+    fp = Footprint.circle(max(k, 1)) if circle else Footprint.square(2 * k + 1)
+    wide = focal_statistic(x, ok, stat, fp, (5, -2), min_count)
+    narrow = focal_statistic(x, ok, stat, fp, (5, -2), min_count, dtype=np.float32, counts=False)
+    assert wide.values.dtype == np.float64 and narrow.values.dtype == np.float32 and narrow.count is None
+    with np.errstate(over="ignore"):  # variances of 1e30s are beyond float32: inf either way
+        assert narrow.values.tobytes() == wide.values.astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("stat", ["mean", "std", "count", "max"])
+def test_float32_output_equals_the_float64_output_rounded(stat: str, surface: tuple[Path, np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    # End to end: the default float32 output (statistic computed in float32, see FocalOp.values_dtype)
+    # against a float64 output of the same job (float64 throughout) rounded to float32.
+    path, _, _ = surface
+    opts = {"stat": stat, "size": 7, "tile_size": 40, "executor": "serial", "min_valid": 0.3}
+    f32 = read_raster(tilewise.focal(str(path), str(tmp_path / "f32.tif"), **opts))[0][0]
+    f64 = read_raster(tilewise.focal(str(path), str(tmp_path / "f64.tif"), dtype="float64", **opts))[0][0]
+    assert f32.dtype == np.float32 and f64.dtype == np.float64
+    assert f32.tobytes() == f64.astype(np.float32).tobytes()
+
+
+def test_integer_output_rounds_the_float64_statistic(tmp_path: Path) -> None:
+    # Eight 3.5s and one float32 3.4999998 average to 3.49999997 in float64, which rounds to 3;
+    # rounded to float32 first it would be 3.5 and then 4 (so integer outputs keep float64 values).
+    z = np.full((9, 9), 3.5, np.float32)
+    z[4, 4] = np.nextafter(np.float32(3.5), np.float32(0))
+    src = write_raster(tmp_path / "z.tif", z, nodata=-9999.0)
+    got = read_raster(tilewise.focal(str(src), str(tmp_path / "o.tif"), stat="mean", size=3, dtype="int16", nodata=-1, executor="serial"))[0][0]
+    assert got[4, 4] == 3 and got[3:6, 3:6].tolist() == [[3] * 3] * 3
+    assert got[1, 1] == 4  # a window of 3.5s alone: half to even
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     vals=st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=1, max_size=16),

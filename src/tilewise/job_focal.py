@@ -87,7 +87,9 @@ def plan_focal(job: Job, spec: FocalSpec) -> Plan:
         refs, item_labels = _band_refs(path, spec, fp)
         if op is None:
             labels = item_labels
-            op = FocalOp(spec.stat, fp, spec.edge, spec.min_valid, spec.subtract, tuple(refs), labels)
+            # Counts stay float64: compared with --min-valid's cell count, they must be whole even past 2**24 cells.
+            values_dtype = "float32" if job.output.dtype == "float32" and not spec.subtract and spec.stat != "count" else "float64"
+            op = FocalOp(spec.stat, fp, spec.edge, spec.min_valid, spec.subtract, tuple(refs), labels, values_dtype=values_dtype)
         elif tuple(refs) != op.band_inputs:
             raise UsageError(f"{path!r} has other bands than {paths[0]!r}", "filter files with the same bands together, or pick bands with --band")
         grid = next(iter(refs.values())).grid

@@ -292,7 +292,9 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
     """A moment statistic over every k×k window by running sums: O(1) per pixel, one sweep.
 
     Column sums of the last k rows are kept per column (a row enters, is used, and
-    leaves), and each output row slides a window along them. Only for values whose
+    leaves), and each output row slides a window along them. ``out`` may be float32:
+    each result is then rounded once from its float64 value, as ``astype`` would;
+    ``count`` may be empty (0×0) when the caller needs no counts. Only for values whose
     every partial sum is exact (see :func:`exact_sums`): then the order of the
     additions cannot change a bit, and results equal the block-anchored passes'.
     ``stat``: 0 count, 1 sum, 2 mean, 3 variance, 4 std (the formulas of
@@ -301,6 +303,7 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
     h, w = values.shape
     ow = w - k + 1
     n = 1 if stat == 0 else (2 if stat < 3 else 3)
+    keep = count.shape[0] > 0  # an empty ``count`` asks for none
     cs = np.zeros((n, w))
     for i in range(h):
         for j in range(w):
@@ -328,7 +331,8 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
                     a1 += cs[1, j + k - 1] - cs[1, j - 1]
                 if n > 2:
                     a2 += cs[2, j + k - 1] - cs[2, j - 1]
-            count[o, j] = a0
+            if keep:
+                count[o, j] = a0
             if stat == 0:
                 out[o, j] = a0
             elif a0 < need:
@@ -458,10 +462,10 @@ def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], 
 
 @dataclass
 class FocalResult:
-    """A statistic over every full window and the count of valid cells in each."""
+    """A statistic over every full window and the count of valid cells in each (None when not asked for)."""
 
     values: np.ndarray
-    count: np.ndarray
+    count: np.ndarray | None
 
 
 def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, origin: tuple[int, int], n: int) -> np.ndarray:
@@ -481,7 +485,8 @@ def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, 
     return np.stack([window_reduce(t, footprint, origin, "sum") for t in terms])
 
 
-def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint: Footprint, origin: tuple[int, int], min_count: int = 1) -> FocalResult:
+def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint: Footprint, origin: tuple[int, int], min_count: int = 1,
+                    dtype: np.dtype | type = np.float64, counts: bool = True) -> FocalResult:  # fmt: skip
     """Compute ``stat`` over the window around every pixel whose window lies inside the arrays.
 
     Parameters
@@ -497,12 +502,18 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
     min_count
         Fewest valid cells a window needs; windows with fewer give NaN
         (``count`` itself is always given).
+    dtype
+        Type of the returned values: float64, or float32 for the float64 results
+        rounded once (the same bits as ``astype(numpy.float32)`` of the float64
+        values; on the running-sum path no float64 array is made at all).
+    counts
+        Whether to return the valid-cell counts (an array as large as the values).
 
     Returns
     -------
     FocalResult
-        float64 ``values`` of shape (h - 2R, w - 2R), NaN where too few cells
-        were valid, and the valid-cell ``count``.
+        ``values`` of shape (h - 2R, w - 2R), NaN where too few cells were
+        valid, and the valid-cell ``count`` (None unless ``counts``).
     """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}")
@@ -511,18 +522,21 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
     k = footprint.size
     if stat in _MOMENTS and footprint.shape == "square" and min(values.shape) >= k and exact_sums(values, valid, k, n):
         # Exact sums: running sums in one sweep give the very bits of the anchored passes below, ~4x faster.
+        # Fresh pages cost ~0.5 us each on a VM: no float64 values or counts unless asked for.
         oh, ow = values.shape[0] - k + 1, values.shape[1] - k + 1
-        out, count = np.empty((oh, ow)), np.empty((oh, ow))
+        out = np.empty((oh, ow), dtype=dtype)
+        count = np.empty((oh, ow) if counts else (0, 0))
         _running_stat(values, valid, k, _RUNNING_CODE[stat], need, out, count)
-        return FocalResult(out, count)
+        return FocalResult(out, count if counts else None)
     mom = window_moments(values, valid, footprint, origin, n)
     count = mom[0]
+    kept = count if counts else None
     if stat == "count":
-        return FocalResult(count.copy(), count)
+        return FocalResult(count.astype(dtype), kept)
     if stat == "median":
         out = np.empty(count.shape)
         _median(values, valid, footprint.mask(), need, out)
-        return FocalResult(out, count)
+        return FocalResult(out.astype(dtype, copy=False), kept)
     with np.errstate(invalid="ignore", divide="ignore"):
         if stat == "sum":
             res = mom[1]
@@ -546,4 +560,5 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
             else:
                 assert lo is not None and hi is not None
                 res = hi - lo
-    return FocalResult(np.where(count >= need, res, np.nan), count)
+    with np.errstate(over="ignore"):  # beyond float32's range is inf, as the compiled path gives
+        return FocalResult(np.where(count >= need, res, np.nan).astype(dtype, copy=False), kept)

@@ -43,6 +43,12 @@ class FocalOp:
         Input names, one per band filtered; one output band each.
     band_labels
         Output band descriptions.
+    values_dtype
+        Type the statistic is computed into: ``float32`` only for a float32 output
+        without ``subtract`` (one rounding either way, so the same bits, and no
+        float64 arrays to fill and convert); ``float64`` otherwise, since an integer
+        output rounds the float64 value to whole numbers, ``subtract`` needs it whole
+        and a ``count`` is compared with the fewest cells needed.
     """
 
     stat: str
@@ -53,6 +59,7 @@ class FocalOp:
     band_inputs: tuple[str, ...] = ("b1",)
     band_labels: tuple[str, ...] = ("",)
     name: str = "focal"
+    values_dtype: str = "float64"
 
     @property
     def halo(self) -> int:
@@ -82,10 +89,10 @@ class FocalOp:
             x, ok = arrays[name], valid[name]
             if self.edge in _PAD_MODE:
                 x, ok = _extend(x, ok, ctx, _PAD_MODE[self.edge])
-            res = focal_statistic(x, ok, self.stat, self.footprint, (ctx.row, ctx.col), self.min_count)
+            res = focal_statistic(x, ok, self.stat, self.footprint, (ctx.row, ctx.col), self.min_count, dtype=np.dtype(self.values_dtype), counts=False)
             values = res.values
-            # Other statistics are NaN wherever fewer than min_count (>= 1) cells are valid.
-            good = res.count >= self.min_count if self.stat == "count" else ~np.isnan(values)
+            # A count is its own value; other statistics are NaN wherever fewer than min_count (>= 1) cells are valid.
+            good = values >= self.min_count if self.stat == "count" else ~np.isnan(values)
             if self.subtract:
                 core = arrays[name][r : x.shape[0] - r, r : x.shape[1] - r]
                 values = core.astype(np.float64) - values
