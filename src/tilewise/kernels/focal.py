@@ -501,7 +501,7 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
         Global (row, col) of ``values[0, 0]``.
     min_count
         Fewest valid cells a window needs; windows with fewer give NaN
-        (``count`` itself is always given).
+        (except for the ``count`` statistic, which is always given).
     dtype
         Type of the returned values: float64, or float32 for the float64 results
         rounded once (the same bits as ``astype(numpy.float32)`` of the float64
