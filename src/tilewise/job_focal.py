@@ -12,7 +12,7 @@ from typing import Any
 
 from tilewise.errors import UsageError
 from tilewise.job import FocalSpec, ItemPlan, Job, Plan, check_nodata_fits, default_nodata, fingerprint
-from tilewise.kernels.focal import STATS, Footprint
+from tilewise.kernels.windows import STATS, Footprint
 from tilewise.ops.focal import EDGES, FocalOp
 from tilewise.rasterfile import open_read
 from tilewise.sources.mosaic import Mosaic, read_sheets, write_vrt

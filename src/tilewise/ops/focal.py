@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tilewise.kernels.focal import Footprint, focal_statistic
+from tilewise.kernels.windows import Footprint
 from tilewise.ops.base import TileContext
 
 EDGES = ("nodata", "partial", "reflect", "nearest")
@@ -28,7 +28,7 @@ class FocalOp:
     Attributes
     ----------
     stat
-        One of :data:`tilewise.kernels.focal.STATS`.
+        One of :data:`tilewise.kernels.windows.STATS`.
     footprint
         The window (square or circle).
     edge
@@ -83,6 +83,9 @@ class FocalOp:
         self, arrays: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray], dtype: np.dtype, ctx: TileContext
     ) -> tuple[np.ndarray, np.ndarray]:
         """Filter every band of one tile; returns arrays of the tile's core shape."""
+        # Imported here: the kernels load numba, which the process planning the job does not need.
+        from tilewise.kernels.focal import focal_statistic
+
         r = self.halo
         outs, oks = [], []
         for name in self.band_inputs:
