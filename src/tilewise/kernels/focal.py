@@ -21,13 +21,12 @@ values squared are exact in float64. The kernels are compiled with numba
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 # The window types live in a numba-free module, so planning a job does not load numba.
-from tilewise.kernels.windows import SHAPES, STATS, Footprint  # noqa: F401 (re-exported)
+from tilewise.kernels.windows import STATS, Footprint
 
 # ---------------------------------------------------------------- compiled 1-D passes
 
@@ -241,13 +240,12 @@ def _all_integers(values: np.ndarray, valid: np.ndarray) -> bool:  # pragma: no 
 
 
 @numba.njit(cache=True, nogil=True)
-def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need: int, out: np.ndarray, count: np.ndarray) -> None:  # pragma: no cover
+def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need: int, out: np.ndarray) -> None:  # pragma: no cover
     """A moment statistic over every k×k window by running sums: O(1) per pixel, one sweep.
 
     Column sums of the last k rows are kept per column (a row enters, is used, and
     leaves), and each output row slides a window along them. ``out`` may be float32:
-    each result is then rounded once from its float64 value, as ``astype`` would;
-    ``count`` may be empty (0×0) when the caller needs no counts. Only for values whose
+    each result is then rounded once from its float64 value, as ``astype`` would. Only for values whose
     every partial sum is exact (see :func:`exact_sums`): then the order of the
     additions cannot change a bit, and results equal the block-anchored passes'.
     ``stat``: 0 count, 1 sum, 2 mean, 3 variance, 4 std (the formulas of
@@ -256,7 +254,6 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
     h, w = values.shape
     ow = w - k + 1
     n = 1 if stat == 0 else (2 if stat < 3 else 3)
-    keep = count.shape[0] > 0  # an empty ``count`` asks for none
     cs = np.zeros((n, w))
     for i in range(h):
         for j in range(w):
@@ -284,8 +281,6 @@ def _running_stat(values: np.ndarray, valid: np.ndarray, k: int, stat: int, need
                     a1 += cs[1, j + k - 1] - cs[1, j - 1]
                 if n > 2:
                     a2 += cs[2, j + k - 1] - cs[2, j - 1]
-            if keep:
-                count[o, j] = a0
             if stat == 0:
                 out[o, j] = a0
             elif a0 < need:
@@ -413,14 +408,6 @@ def window_reduce(x: np.ndarray, footprint: Footprint, origin: tuple[int, int], 
     return out
 
 
-@dataclass
-class FocalResult:
-    """A statistic over every full window and the count of valid cells in each (None when not asked for)."""
-
-    values: np.ndarray
-    count: np.ndarray | None
-
-
 def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, origin: tuple[int, int], n: int) -> np.ndarray:
     """Per window: count of valid cells, their sum (n >= 2) and sum of squares (n == 3); shape (n, h - 2R, w - 2R)."""
     r = footprint.radius
@@ -439,7 +426,7 @@ def window_moments(values: np.ndarray, valid: np.ndarray, footprint: Footprint, 
 
 
 def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint: Footprint, origin: tuple[int, int], min_count: int = 1,
-                    dtype: np.dtype | type = np.float64, counts: bool = True) -> FocalResult:  # fmt: skip
+                    dtype: np.dtype | type = np.float64) -> np.ndarray:  # fmt: skip
     """Compute ``stat`` over the window around every pixel whose window lies inside the arrays.
 
     Parameters
@@ -459,14 +446,11 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
         Type of the returned values: float64, or float32 for the float64 results
         rounded once (the same bits as ``astype(numpy.float32)`` of the float64
         values; on the running-sum path no float64 array is made at all).
-    counts
-        Whether to return the valid-cell counts (an array as large as the values).
 
     Returns
     -------
-    FocalResult
-        ``values`` of shape (h - 2R, w - 2R), NaN where too few cells were
-        valid, and the valid-cell ``count`` (None unless ``counts``).
+    numpy.ndarray
+        The statistic, shape (h - 2R, w - 2R), NaN where too few cells were valid.
     """
     if stat not in STATS:
         raise ValueError(f"unknown statistic {stat!r}")
@@ -475,21 +459,19 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
     k = footprint.size
     if stat in _MOMENTS and footprint.shape == "square" and min(values.shape) >= k and exact_sums(values, valid, k, n):
         # Exact sums: running sums in one sweep give the very bits of the anchored passes below, ~4x faster.
-        # No float64 values or counts unless asked for: 16 MB per 1024² tile less to write, read and convert.
+        # No float64 values unless asked for: 8 MB per 1024² tile less to write, read and convert.
         oh, ow = values.shape[0] - k + 1, values.shape[1] - k + 1
         out = np.empty((oh, ow), dtype=dtype)
-        count = np.empty((oh, ow) if counts else (0, 0))
-        _running_stat(values, valid, k, _RUNNING_CODE[stat], need, out, count)
-        return FocalResult(out, count if counts else None)
+        _running_stat(values, valid, k, _RUNNING_CODE[stat], need, out)
+        return out
     mom = window_moments(values, valid, footprint, origin, n)
     count = mom[0]
-    kept = count if counts else None
     if stat == "count":
-        return FocalResult(count.astype(dtype), kept)
+        return count.astype(dtype)
     if stat == "median":
         out = np.empty(count.shape)
         _median(values, valid, footprint.mask(), need, out)
-        return FocalResult(out.astype(dtype, copy=False), kept)
+        return out.astype(dtype, copy=False)
     with np.errstate(invalid="ignore", divide="ignore"):
         if stat == "sum":
             res = mom[1]
@@ -514,4 +496,4 @@ def focal_statistic(values: np.ndarray, valid: np.ndarray, stat: str, footprint:
                 assert lo is not None and hi is not None
                 res = hi - lo
     with np.errstate(over="ignore"):  # beyond float32's range is inf, as the compiled path gives
-        return FocalResult(np.where(count >= need, res, np.nan).astype(dtype, copy=False), kept)
+        return np.where(count >= need, res, np.nan).astype(dtype, copy=False)

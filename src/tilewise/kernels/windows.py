@@ -14,7 +14,6 @@ from functools import cached_property
 import numpy as np
 
 STATS = ("mean", "sum", "min", "max", "std", "variance", "range", "median", "count")
-SHAPES = ("square", "circle")
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,7 @@ class FocalOp:
             x, ok = arrays[name], valid[name]
             if self.edge in _PAD_MODE:
                 x, ok = _extend(x, ok, ctx, _PAD_MODE[self.edge])
-            res = focal_statistic(x, ok, self.stat, self.footprint, (ctx.row, ctx.col), self.min_count, dtype=np.dtype(self.values_dtype), counts=False)
-            values = res.values
+            values = focal_statistic(x, ok, self.stat, self.footprint, (ctx.row, ctx.col), self.min_count, dtype=np.dtype(self.values_dtype))
             # A count is its own value; other statistics are NaN wherever fewer than min_count (>= 1) cells are valid.
             good = values >= self.min_count if self.stat == "count" else ~np.isnan(values)
             if self.subtract:
